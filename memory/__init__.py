@@ -1,0 +1,1 @@
+"""Long-term memory: the SQL timeline and the LanceDB chunk store (``refrag_agent.memory``)."""

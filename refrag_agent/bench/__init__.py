@@ -1,0 +1,1 @@
+"""Benchmarks behind ``refrag-agent bench``: they print figures and write JSON."""

@@ -1,0 +1,1 @@
+"""The REFRAG model: tokenizer, chunker, encoder, projector, decoder, assembly, generation."""
