@@ -1,1 +1,107 @@
-"""refrag-agent."""
+"""refrag-agent: long agent memory fed to a local decoder as compressed chunk embeddings.
+
+The public API is what ``__all__`` lists. Names that need torch are imported on first
+use, so ``import refrag_agent`` (and reading configs and errors) stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from refrag_agent.errors import (
+    BudgetError,
+    DecoderUnavailable,
+    InvalidInput,
+    ModelError,
+    RefragError,
+    RefragFailure,
+    ScopeError,
+    StoreError,
+)
+from refrag_agent.model.config import EncoderConfig, ProjectorConfig, RefragConfig
+from refrag_agent.timeline import Scope, Segment, SegmentKind
+
+if TYPE_CHECKING:
+    from refrag_agent.model.assembly import (
+        CompressedChunk,
+        ExpandedChunk,
+        PlacementPlan,
+        TokenSpan,
+    )
+    from refrag_agent.model.checkpoint import load_checkpoint, save_checkpoint
+    from refrag_agent.model.chunker import Chunk
+    from refrag_agent.model.encoder import ChunkEncoder
+    from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
+    from refrag_agent.model.refrag import RefragModel
+    from refrag_agent.model.tokenizer import (
+        HFTokenizer,
+        TiktokenTokenizer,
+        Tokenizer,
+        load_tokenizer,
+    )
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Chunk": "refrag_agent.model.chunker",
+    "ChunkEncoder": "refrag_agent.model.encoder",
+    "CompressedChunk": "refrag_agent.model.assembly",
+    "ExpandedChunk": "refrag_agent.model.assembly",
+    "Generation": "refrag_agent.model.generation",
+    "HFTokenizer": "refrag_agent.model.tokenizer",
+    "PlacementPlan": "refrag_agent.model.assembly",
+    "RefragModel": "refrag_agent.model.refrag",
+    "SamplingParams": "refrag_agent.model.generation",
+    "TiktokenTokenizer": "refrag_agent.model.tokenizer",
+    "TokenEvent": "refrag_agent.model.generation",
+    "TokenSpan": "refrag_agent.model.assembly",
+    "Tokenizer": "refrag_agent.model.tokenizer",
+    "load_checkpoint": "refrag_agent.model.checkpoint",
+    "load_tokenizer": "refrag_agent.model.tokenizer",
+    "save_checkpoint": "refrag_agent.model.checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'refrag_agent' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "BudgetError",
+    "Chunk",
+    "ChunkEncoder",
+    "CompressedChunk",
+    "DecoderUnavailable",
+    "EncoderConfig",
+    "ExpandedChunk",
+    "Generation",
+    "HFTokenizer",
+    "InvalidInput",
+    "ModelError",
+    "PlacementPlan",
+    "ProjectorConfig",
+    "RefragConfig",
+    "RefragError",
+    "RefragFailure",
+    "RefragModel",
+    "SamplingParams",
+    "Scope",
+    "ScopeError",
+    "Segment",
+    "SegmentKind",
+    "StoreError",
+    "TiktokenTokenizer",
+    "TokenEvent",
+    "TokenSpan",
+    "Tokenizer",
+    "__version__",
+    "load_checkpoint",
+    "load_tokenizer",
+    "save_checkpoint",
+]

