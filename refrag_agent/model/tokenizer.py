@@ -116,7 +116,9 @@ class TiktokenTokenizer:
         return self.encoding.encode(text, disallowed_special=())
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.encoding.decode(list(ids), errors="replace")
+        # Decoders often pad their vocabulary past the tokenizer's: ids beyond it are skipped.
+        n_vocab = self.encoding.n_vocab
+        return self.encoding.decode([i for i in ids if 0 <= i < n_vocab], errors="replace")
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
