@@ -59,8 +59,17 @@ def script() -> list[DemoSegment]:
 
     segs = [DemoSegment(SegmentKind.SYSTEM, "You are a support agent. Answer from memory.")]
     for day in range(12):
-        segs.append(DemoSegment(SegmentKind.USER, f"Day {day}: the printer on floor {day % 4} jammed again."))
-        segs.append(DemoSegment(SegmentKind.ASSISTANT, f"Logged ticket T-{400 + day} for the floor {day % 4} printer."))
+        segs.append(
+            DemoSegment(
+                SegmentKind.USER, f"Day {day}: the printer on floor {day % 4} jammed again."
+            )
+        )
+        segs.append(
+            DemoSegment(
+                SegmentKind.ASSISTANT,
+                f"Logged ticket T-{400 + day} for the floor {day % 4} printer.",
+            )
+        )
     segs.append(DemoSegment(SegmentKind.USER, "My locker code is 4821, please remember it."))
     order = {"order": 7731, "status": "shipped", "eta": "Thursday", "items": ["desk lamp", "cable"]}
     segs.append(DemoSegment(SegmentKind.TOOL_OUTPUT, json.dumps(order)))
@@ -71,7 +80,9 @@ def script() -> list[DemoSegment]:
         Requests go to the team lead at least two weeks ahead.
         """
     ).strip()
-    filler = " ".join(f"Section {i}: facilities, badges, parking and meeting-room etiquette." for i in range(60))
+    filler = " ".join(
+        f"Section {i}: facilities, badges, parking and meeting-room etiquette." for i in range(60)
+    )
     segs.append(DemoSegment(SegmentKind.DOCUMENT, f"{filler} {handbook}"))
     return segs
 
@@ -80,7 +91,12 @@ def build_model(encoder: ChunkEncoder | None = None) -> RefragModel:
     """A random-weight Llama (4 layers, width 256) with the byte-level tokenizer and MiniLM."""
     tokenizer = TiktokenTokenizer.byte_level()
     decoder = random_decoder(
-        "llama", vocab_size=tokenizer.vocab_size, hidden_size=256, n_layers=4, n_heads=4, max_positions=16_384
+        "llama",
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=256,
+        n_layers=4,
+        n_heads=4,
+        max_positions=16_384,
     )
     return RefragModel.create(tokenizer=tokenizer, decoder=decoder, encoder=encoder)
 
@@ -93,7 +109,8 @@ def run_demo(*, budget: Budget | None = None, max_new_tokens: int = 24) -> list[
     """Write the script, answer the questions; print and return one row per question."""
     print(
         "note: no trained bundled model ships yet, so this demo runs a tiny random-weight "
-        "decoder built now.\n      Its answers are noise; the figures are measured on the real code path."
+        "decoder built now.\n"
+        "      Its answers are noise; the figures are measured on the real code path."
     )
     budget = budget or Budget(p=0.1)
     model = build_model()
@@ -106,8 +123,8 @@ def run_demo(*, budget: Budget | None = None, max_new_tokens: int = 24) -> list[
         f"wrote {len(segments)} segments, {len(flat)} chunks of k={model.k} tokens, "
         f"encoded in {time.perf_counter() - started:.2f}s"
     )
-    features = []
-    for seg_index, (seg, group) in enumerate(zip(segments, chunked)):
+    features: list[ChunkFeatures] = []
+    for seg_index, (seg, group) in enumerate(zip(segments, chunked, strict=True)):
         for c in group:
             features.append(
                 ChunkFeatures(
@@ -129,7 +146,7 @@ def run_demo(*, budget: Budget | None = None, max_new_tokens: int = 24) -> list[
         expand = set(selection.indices)
         parts: list[str | tuple[Sequence[Chunk], torch.Tensor, set[int]]] = []
         offset = 0
-        for seg, group in zip(segments, chunked):
+        for seg, group in zip(segments, chunked, strict=True):
             n = len(group)
             local = {i - offset for i in expand if offset <= i < offset + n}
             parts += [_header(seg.kind), (group, vectors[offset : offset + n], local), "<|end|>"]
@@ -137,7 +154,10 @@ def run_demo(*, budget: Budget | None = None, max_new_tokens: int = 24) -> list[
         parts.append(f"<|user|>{question}<|end|><|assistant|>")
         compressed = model.plan(parts)
         full = model.plan(
-            [*(f"{_header(s.kind)}{s.text}<|end|>" for s in segments), f"<|user|>{question}<|end|><|assistant|>"]
+            [
+                *(f"{_header(s.kind)}{s.text}<|end|>" for s in segments),
+                f"<|user|>{question}<|end|><|assistant|>",
+            ]
         )
         model.generate([full], SamplingParams(max_new_tokens=1))  # warm-up
         fast = model.generate([compressed], params)[0]

@@ -7,13 +7,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from refrag_agent.model.encoder import ChunkEncoder  # noqa: E402
-from refrag_agent.model.tokenizer import TiktokenTokenizer  # noqa: E402
+from refrag_agent.model.encoder import ChunkEncoder
+from refrag_agent.model.tokenizer import TiktokenTokenizer
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

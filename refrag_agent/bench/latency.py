@@ -59,7 +59,12 @@ def _ttft(decoder: Any, tokenizer: Any, projector: Projector, plan: PlacementPla
         batch = assemble([plan], decoder.get_input_embeddings(), projector)
     results: list[Any] = []
     for _ in iter_generate(
-        decoder, tokenizer, batch, SamplingParams(max_new_tokens=1), results=results, started=started
+        decoder,
+        tokenizer,
+        batch,
+        SamplingParams(max_new_tokens=1),
+        results=results,
+        started=started,
     ):
         pass
     return float(results[0].ttft_s)
@@ -137,8 +142,12 @@ def run_latency_bench(
                     "assembly_share": median(assembly) / median(cached),
                     "speedup": median(full) / median(cached),
                     "speedup_uncached": median(full) / median(uncached),
-                    "kv_bytes_full": shape.kv_bytes(full_plan.n_positions, bytes_per_value=bytes_per_value),
-                    "kv_bytes_compressed": shape.kv_bytes(plan.n_positions, bytes_per_value=bytes_per_value),
+                    "kv_bytes_full": shape.kv_bytes(
+                        full_plan.n_positions, bytes_per_value=bytes_per_value
+                    ),
+                    "kv_bytes_compressed": shape.kv_bytes(
+                        plan.n_positions, bytes_per_value=bytes_per_value
+                    ),
                 }
             )
             bar.update()

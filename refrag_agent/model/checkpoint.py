@@ -47,7 +47,9 @@ def _resolve(directory: Path, reference: str) -> Path:
     return ref if ref.is_absolute() else directory / ref
 
 
-def save_checkpoint(model: RefragModel, directory: str | Path, *, save_decoder: bool = True) -> Path:
+def save_checkpoint(
+    model: RefragModel, directory: str | Path, *, save_decoder: bool = True
+) -> Path:
     """Write ``model`` to ``directory``.
 
     With ``save_decoder=False`` the decoder is not copied and ``refrag.json`` keeps the
@@ -108,7 +110,11 @@ def load_checkpoint(
         )
 
     encoder = encoder or ChunkEncoder.load(EncoderConfig(**dataclasses.asdict(config.encoder)))
-    if check_encoder and config.encoder_fingerprint and encoder.fingerprint != config.encoder_fingerprint:
+    if (
+        check_encoder
+        and config.encoder_fingerprint
+        and encoder.fingerprint != config.encoder_fingerprint
+    ):
         raise ModelError(
             "the encoder differs from the one this checkpoint was trained with",
             path=str(root / CONFIG_FILE),

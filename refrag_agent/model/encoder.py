@@ -41,7 +41,9 @@ def module_fingerprint(module: nn.Module, *extra: str) -> str:
         digest.update(text.encode("utf-8"))
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(
+            tensor.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes()
+        )
     return digest.hexdigest()[:32]
 
 

@@ -255,7 +255,9 @@ def iter_generate(
 _DONE = object()
 
 
-async def iterate_in_thread(make: Callable[[Callable[[], bool]], Iterator[Any]]) -> AsyncIterator[Any]:
+async def iterate_in_thread(
+    make: Callable[[Callable[[], bool]], Iterator[Any]],
+) -> AsyncIterator[Any]:
     """Run a blocking iterator in its own thread and yield its items on the event loop.
 
     ``make`` receives a ``should_stop`` callable; when the consumer stops early (break,

@@ -80,12 +80,16 @@ class RefragModel:
         projector = Projector(ProjectorConfig(in_dim=encoder.dim, out_dim=shape.hidden_size))
         config = RefragConfig(projector=projector.config, encoder=encoder.config, k=k)
         return cls(
-            config=config, tokenizer=tokenizer, decoder=decoder, projector=projector, encoder=encoder
+            config=config,
+            tokenizer=tokenizer,
+            decoder=decoder,
+            projector=projector,
+            encoder=encoder,
         )
 
     @classmethod
     def load(cls, directory: str | Path, **kwargs: Any) -> RefragModel:
-        """Load a checkpoint directory (see :func:`~refrag_agent.model.checkpoint.load_checkpoint`)."""
+        """Load a checkpoint directory (see ``checkpoint.load_checkpoint``)."""
         from refrag_agent.model.checkpoint import load_checkpoint
 
         return load_checkpoint(directory, **kwargs)

@@ -53,6 +53,7 @@ def random_decoder(
         tie_word_embeddings=tie_embeddings,
     )
     torch.manual_seed(seed)
+    model: Any
     if family == "llama":
         model = LlamaForCausalLM(LlamaConfig(num_key_value_heads=kv, **common))
     elif family == "qwen2":

@@ -126,7 +126,9 @@ class TiktokenTokenizer:
         payload = {
             "name": enc.name,
             "pat_str": enc._pat_str,
-            "ranks": {base64.b64encode(k).decode("ascii"): v for k, v in enc._mergeable_ranks.items()},
+            "ranks": {
+                base64.b64encode(k).decode("ascii"): v for k, v in enc._mergeable_ranks.items()
+            },
             "special_tokens": enc._special_tokens,
         }
         (directory / TIKTOKEN_FILE).write_text(json.dumps(payload), encoding="utf-8")
@@ -157,9 +159,7 @@ class HFTokenizer:
         try:
             return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True))
         except (OSError, ValueError) as e:
-            raise ModelError(
-                "could not load a Hugging Face tokenizer", path=str(directory)
-            ) from e
+            raise ModelError("could not load a Hugging Face tokenizer", path=str(directory)) from e
 
     @property
     def name(self) -> str:

@@ -66,7 +66,7 @@ def test_wrong_dimensions(saved: Path, minilm: ChunkEncoder, byte_tokenizer) -> 
 
 def test_missing_decoder_and_bad_json(saved: Path, minilm: ChunkEncoder) -> None:
     (saved / "decoder" / "config.json").unlink()
-    with pytest.raises(ModelError, match="config.json"):
+    with pytest.raises(ModelError, match=r"config\.json"):
         load_checkpoint(saved, encoder=minilm)
     (saved / CONFIG_FILE).write_text("{not json")
     with pytest.raises(ModelError, match="not valid JSON"):

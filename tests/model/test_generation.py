@@ -50,7 +50,9 @@ def test_sampling_options() -> None:
     tiny_p = SamplingParams(temperature=1.0, top_p=1e-6, seed=0)
     assert sample_next(logits, tiny_p).tolist() == [1, 0]
     gen = torch.Generator().manual_seed(1)
-    draws = {tuple(sample_next(logits, SamplingParams(temperature=5.0), gen).tolist()) for _ in range(50)}
+    draws = {
+        tuple(sample_next(logits, SamplingParams(temperature=5.0), gen).tolist()) for _ in range(50)
+    }
     assert len(draws) > 1  # temperature really samples
     top2 = SamplingParams(temperature=50.0, top_k=2)
     picked = {int(sample_next(logits[:1], top2, gen)) for _ in range(100)}
@@ -76,7 +78,9 @@ def test_sampling_params_validation(bad: dict[str, object]) -> None:
 def test_seeded_sampling_is_reproducible(llama: RefragModel) -> None:
     params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)
     plan = _plan(llama)
-    assert llama.generate([plan], params)[0].token_ids == llama.generate([plan], params)[0].token_ids
+    assert (
+        llama.generate([plan], params)[0].token_ids == llama.generate([plan], params)[0].token_ids
+    )
 
 
 def test_max_new_tokens_stop_strings_and_timings(llama: RefragModel) -> None:
