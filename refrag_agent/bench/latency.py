@@ -118,7 +118,8 @@ def run_latency_bench(
             texts = [" ".join(words[(i * k) % len(words) :][:k]) for i in range(n_chunks)]
             vectors = encoder.encode(texts)  # (n_chunks, enc_dim), the cache's content
             plan = PlacementPlan(
-                (*(CompressedChunk(i) for i in range(n_chunks)), query), chunk_embeddings=vectors
+                (*(CompressedChunk(i, n_tokens=k) for i in range(n_chunks)), query),
+                chunk_embeddings=vectors,
             )
             cached = [_ttft(decoder, tokenizer, projector, plan) for _ in range(repeats)]
             assembly = [_time_assembly(decoder, projector, plan) for _ in range(repeats)]

@@ -35,9 +35,13 @@ class ExpandedChunk:
 
 @dataclass(frozen=True, slots=True)
 class CompressedChunk:
-    """A chunk fed as one projected embedding: row ``row`` of the plan's chunk embeddings."""
+    """A chunk fed as one projected embedding: row ``row`` of the plan's chunk embeddings.
+
+    ``n_tokens`` is how many tokens the chunk stands for (for the plan's record only).
+    """
 
     row: int
+    n_tokens: int = 0
 
 
 Placement = TokenSpan | ExpandedChunk | CompressedChunk
@@ -68,6 +72,7 @@ class PlacementPlan:
                         n_rows=n_rows,
                     )
                 positions += 1
+                held += p.n_tokens
             else:
                 positions += len(p.token_ids)
                 held += len(p.token_ids)

@@ -140,7 +140,7 @@ class RefragModel:
                 if i in expand:
                     placements.append(ExpandedChunk(c.token_ids, row=offset + i))
                 else:
-                    placements.append(CompressedChunk(offset + i))
+                    placements.append(CompressedChunk(offset + i, n_tokens=c.n_tokens))
             blocks.append(embeddings)
             offset += len(chunks)
         table = torch.cat(blocks) if blocks else None  # (n_chunks, encoder_dim)

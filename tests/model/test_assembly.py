@@ -27,6 +27,8 @@ def test_compressed_chunk_anywhere(llama: RefragModel, where: str) -> None:
     # One position per element, compressed chunks included.
     assert batch.position_ids[0].tolist() == list(range(plan.n_positions))
     assert batch.attention_mask.all()
+    template = sum(len(p.token_ids) for p in plan.placements if isinstance(p, TokenSpan))
+    assert plan.n_tokens_held == template + sum(c.n_tokens for c in chunks)
 
     projected = llama.projector(emb)
     table = llama.decoder.get_input_embeddings()
