@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from refrag_agent.budget import Budget
 from refrag_agent.errors import (
     BudgetError,
     DecoderUnavailable,
@@ -23,6 +24,7 @@ from refrag_agent.model.config import EncoderConfig, ProjectorConfig, RefragConf
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 
 if TYPE_CHECKING:
+    from refrag_agent.agent import Agent, Reply, ReplyDone, Session, TextDelta, Usage
     from refrag_agent.model.assembly import (
         CompressedChunk,
         ExpandedChunk,
@@ -40,10 +42,18 @@ if TYPE_CHECKING:
         Tokenizer,
         load_tokenizer,
     )
+    from refrag_agent.plan import ContextPlan
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Agent": "refrag_agent.agent",
+    "ContextPlan": "refrag_agent.plan",
+    "Reply": "refrag_agent.agent",
+    "ReplyDone": "refrag_agent.agent",
+    "Session": "refrag_agent.agent",
+    "TextDelta": "refrag_agent.agent",
+    "Usage": "refrag_agent.agent",
     "Chunk": "refrag_agent.model.chunker",
     "ChunkEncoder": "refrag_agent.model.encoder",
     "CompressedChunk": "refrag_agent.model.assembly",
@@ -73,10 +83,13 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Agent",
+    "Budget",
     "BudgetError",
     "Chunk",
     "ChunkEncoder",
     "CompressedChunk",
+    "ContextPlan",
     "DecoderUnavailable",
     "EncoderConfig",
     "ExpandedChunk",
@@ -90,16 +103,21 @@ __all__ = [
     "RefragError",
     "RefragFailure",
     "RefragModel",
+    "Reply",
+    "ReplyDone",
     "SamplingParams",
     "Scope",
     "ScopeError",
     "Segment",
     "SegmentKind",
+    "Session",
     "StoreError",
+    "TextDelta",
     "TiktokenTokenizer",
     "TokenEvent",
     "TokenSpan",
     "Tokenizer",
+    "Usage",
     "__version__",
     "load_checkpoint",
     "load_tokenizer",

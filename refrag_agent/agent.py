@@ -1,0 +1,479 @@
+"""Agent and Session: the async entry points of refrag-agent.
+
+::
+
+    async with Agent.open(model=None, memory="./agent-memory") as agent:
+        chat = agent.session(tenant="acme", session="alice-1")
+        await chat.add_turn("user", "My locker code is 4821.")
+        reply = await chat.respond("What is my locker code?", budget=Budget(p=0.1))
+        print(reply.text, reply.plan.positions_fed, reply.usage.ttft_s)
+
+Writes never call the decoder: a segment is chunked, encoded (or found in the embedding
+cache) and stored. ``respond`` appends the query as a user turn, lays the session out,
+lets the policy choose which chunks are expanded under the budget, decodes, appends the
+answer as an assistant turn and returns it with its plan.
+
+Streaming: ``stream`` yields :class:`TextDelta` events, then one :class:`ReplyDone`.
+If the consumer stops early (``break`` or cancellation), the partial answer is **not**
+stored: memory holds the query and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from refrag_agent.budget import Budget
+from refrag_agent.engine import LocalEngine, resolve_model
+from refrag_agent.errors import InvalidInput
+from refrag_agent.layout import build_layout, check_placement, order_segments, pinned_ids
+from refrag_agent.memory import MemoryStore
+from refrag_agent.model.assembly import PlacementPlan
+from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
+from refrag_agent.model.refrag import RefragModel
+from refrag_agent.plan import ContextPlan, PlanLog
+from refrag_agent.policies import ExpansionPolicy, PolicyName, make_policy
+from refrag_agent.timeline import Scope, Segment, SegmentKind
+
+log = structlog.get_logger(__name__)
+
+PLAN_FILE = "plans.jsonl"
+# Positions a segment costs besides its chunks: the role header and <|end|>.
+_FRAME = 2
+
+
+class Usage(BaseModel):
+    """What one reply cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tokens_held: int
+    positions_fed: int
+    completion_tokens: int
+    ttft_s: float
+    tokens_per_s: float
+
+
+class Reply(BaseModel):
+    """An answer with the plan that produced it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    plan: ContextPlan
+    usage: Usage
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the answer, as it is generated."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReplyDone:
+    """The stream's last event: the whole reply, stored in memory."""
+
+    reply: Reply
+
+
+StreamEvent = TextDelta | ReplyDone
+
+
+class Agent:
+    """One model and one memory, shared by many sessions. Open with :meth:`open`."""
+
+    def __init__(
+        self,
+        *,
+        model: RefragModel,
+        store: MemoryStore,
+        owns_store: bool,
+        budget: Budget,
+        policy: ExpansionPolicy,
+        pin_last_turns: int,
+        sampling: SamplingParams,
+        plan_log: PlanLog | None,
+    ) -> None:
+        self.model = model
+        self.store = store
+        self.budget = budget
+        self.policy = policy
+        self.pin_last_turns = pin_last_turns
+        self.sampling = sampling
+        self.plan_log = plan_log
+        self._engine = LocalEngine(model)
+        self._owns_store = owns_store
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        model: Any = None,
+        memory: str | Path | MemoryStore = "./agent-memory",
+        *,
+        budget: Budget | None = None,
+        policy: PolicyName | ExpansionPolicy = "similarity",
+        pin_last_turns: int = 2,
+        sampling: SamplingParams | None = None,
+    ) -> _AgentOpening:
+        """Open an agent: ``await Agent.open(...)`` or ``async with Agent.open(...) as a``.
+
+        ``model``: ``None`` (the bundled default), a checkpoint directory, a
+        :class:`RefragModel`, or (not yet supported) an ``http://`` decoder server.
+        ``memory``: a folder for the embedded store (LanceDB + SQLite) or an open
+        :class:`~refrag_agent.memory.MemoryStore`. ``budget`` is the default expansion
+        budget of every session (default: nothing expanded beyond the pins).
+        """
+        return _AgentOpening(
+            cls._open(
+                model,
+                memory,
+                budget=budget or Budget(),
+                policy=policy,
+                pin_last_turns=pin_last_turns,
+                sampling=sampling or SamplingParams(max_new_tokens=64, stop=("<|end|>",)),
+            )
+        )
+
+    @classmethod
+    async def _open(
+        cls,
+        model: Any,
+        memory: str | Path | MemoryStore,
+        *,
+        budget: Budget,
+        policy: PolicyName | ExpansionPolicy,
+        pin_last_turns: int,
+        sampling: SamplingParams,
+    ) -> Agent:
+        if pin_last_turns < 0:
+            raise InvalidInput("pin_last_turns must be >= 0", value=pin_last_turns)
+        chosen = make_policy(policy) if isinstance(policy, str) else policy
+        loaded = await asyncio.to_thread(resolve_model, model)
+        if isinstance(memory, MemoryStore):
+            store, owns, plan_log = memory, False, None
+        else:
+            folder = Path(memory)
+            store = await MemoryStore.open(folder, encoder=loaded.encoder)
+            owns, plan_log = True, PlanLog(folder / PLAN_FILE)
+        return cls(
+            model=loaded,
+            store=store,
+            owns_store=owns,
+            budget=budget,
+            policy=chosen,
+            pin_last_turns=pin_last_turns,
+            sampling=sampling,
+            plan_log=plan_log,
+        )
+
+    def session(self, *, tenant: str, session: str, budget: Budget | None = None) -> Session:
+        """A conversation of ``tenant``; ``budget`` overrides the agent's default."""
+        self._check_open()
+        return Session(self, Scope(tenant=tenant, session=session), budget=budget)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInput("the agent is closed", fix="open a new one with Agent.open()")
+
+    async def aclose(self) -> None:
+        """Finish in-flight calls and close the memory (if the agent opened it)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._engine.aclose()
+        if self._owns_store:
+            await self.store.aclose()
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class _AgentOpening:
+    """``Agent.open(...)``: awaitable, or an async context manager that closes the agent."""
+
+    def __init__(self, opening: Awaitable[Agent]) -> None:
+        self._opening = opening
+        self._agent: Agent | None = None
+
+    def __await__(self) -> Generator[Any, None, Agent]:
+        return self._opening.__await__()
+
+    async def __aenter__(self) -> Agent:
+        self._agent = await self._opening
+        return self._agent
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._agent is not None:
+            await self._agent.aclose()
+
+
+class Session:
+    """One conversation's timeline, and the calls that write to it and answer from it."""
+
+    def __init__(self, agent: Agent, scope: Scope, *, budget: Budget | None) -> None:
+        self.agent = agent
+        self.scope = scope
+        self.budget = budget
+        self._registered = False
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def add_system(self, text: str, **options: Any) -> Segment:
+        """The system prompt; it always goes in as tokens."""
+        return await self._write(SegmentKind.SYSTEM, text, **options)
+
+    async def add_turn(
+        self, role: Literal["user", "assistant"], text: str, **options: Any
+    ) -> Segment:
+        """A user or assistant turn."""
+        if role not in ("user", "assistant"):
+            raise InvalidInput("role must be 'user' or 'assistant'", role=role)
+        return await self._write(SegmentKind(role), text, **options)
+
+    async def add_tool_output(
+        self, tool: str, output: str, *, call_id: str | None = None, **options: Any
+    ) -> Segment:
+        """A tool's output; stored compressed like everything else."""
+        metadata = {"tool": tool, **({"call_id": call_id} if call_id else {})}
+        return await self._write(
+            SegmentKind.TOOL_OUTPUT, output, source=tool, extra=metadata, **options
+        )
+
+    async def add_document(
+        self,
+        text: str,
+        *,
+        source: str | None = None,
+        placement: str = "chronological",
+        **options: Any,
+    ) -> Segment:
+        """A document; ``placement`` is "chronological", "start", "before_query" or
+        "after:<segment id>"."""
+        check_placement(placement)
+        return await self._write(
+            SegmentKind.DOCUMENT, text, source=source, extra={"placement": placement}, **options
+        )
+
+    async def _write(
+        self,
+        kind: SegmentKind,
+        text: str,
+        *,
+        domain: str | None = None,
+        source: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Segment:
+        self.agent._check_open()
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput("text must be a non-empty string", kind=kind.value)
+        if not self._registered:
+            await self.agent.store.create_scope(self.scope)
+            self._registered = True
+        segment = Segment(
+            scope=self.scope,
+            kind=kind,
+            text=text,
+            domain=domain or "",
+            source=source,
+            metadata={**(metadata or {}), **(extra or {})},
+        )
+        chunks = await asyncio.to_thread(self.agent.model.chunk, text)
+        result = await self.agent.store.append(segment, chunks)
+        return segment.model_copy(
+            update={"seq": result.seq, "n_tokens": result.n_tokens, "n_chunks": result.n_chunks}
+        )
+
+    async def timeline(self) -> list[Segment]:
+        """Every segment of this session, in order."""
+        return await self.agent.store.timeline(self.scope)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def respond(
+        self,
+        query: str,
+        *,
+        budget: Budget | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Reply:
+        """Answer ``query`` from memory; the query and the answer are appended as turns."""
+        reply: Reply | None = None
+        async for event in self.stream(query, budget=budget, max_new_tokens=max_new_tokens):
+            if isinstance(event, ReplyDone):
+                reply = event.reply
+        assert reply is not None
+        return reply
+
+    async def stream(
+        self,
+        query: str,
+        *,
+        budget: Budget | None = None,
+        max_new_tokens: int | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Like :meth:`respond`, yielding the answer as it is generated."""
+        agent = self.agent
+        params = agent.sampling
+        if max_new_tokens is not None:
+            params = SamplingParams(**{**params.__dict__, "max_new_tokens": max_new_tokens})
+        budget = budget or self.budget or agent.budget
+        asked = await self.add_turn("user", query)
+        plan, record = await self._plan(asked, budget, params.max_new_tokens)
+        final: Generation | None = None
+        async for item in agent._engine.stream(plan, params):
+            if isinstance(item, TokenEvent):
+                yield TextDelta(item.text)
+            else:
+                final = item
+        assert final is not None
+        reply = self._finish(record, final)
+        if final.text.strip():
+            await self.add_turn("assistant", final.text)
+        yield ReplyDone(reply)
+
+    async def _plan(
+        self, asked: Segment, budget: Budget, max_new_tokens: int
+    ) -> tuple[PlacementPlan, ContextPlan]:
+        agent = self.agent
+        query = asked.text
+        segments = await agent.store.timeline(self.scope)
+        pinned = pinned_ids(segments, budget, last_turns=max(1, agent.pin_last_turns))
+        capacity = agent.model.shape.max_positions - max_new_tokens - 8
+        kept, retrieved = await self._gather(query, segments, pinned, budget, capacity)
+        ordered = order_segments(kept, query_id=asked.id)
+        batch = await agent.store.fetch(self.scope, [s.id for s in ordered])
+        vectors = await asyncio.to_thread(agent.model.encode, [query])
+        layout = build_layout(
+            ordered,
+            batch,
+            tokenizer=agent.model.tokenizer,
+            query_vector=vectors[0],
+            budget=budget,
+            policy=agent.policy,
+            pinned=pinned,
+            retrieved=retrieved,
+            suffix="<|assistant|>",
+        )
+        plan = layout.plan
+        if capacity > 0 and plan.n_positions > capacity + 8:
+            raise InvalidInput(
+                "the pinned context alone exceeds the decoder's positions",
+                positions=plan.n_positions,
+                max_positions=agent.model.shape.max_positions,
+                fix="pin fewer turns, or lower the expansion budget",
+            )
+        expanded = sum(d.expanded for d in layout.chunks)
+        record = ContextPlan(
+            scope=self.scope,
+            query=query,
+            policy=layout.policy,
+            segments=layout.segments,
+            chunks=layout.chunks,
+            spend_per_domain=layout.spend_per_domain,
+            tokens_held=plan.n_tokens_held,
+            positions_fed=plan.n_positions,
+            chunks_expanded=expanded,
+            chunks_compressed=len(layout.chunks) - expanded,
+            effective_compression=plan.n_tokens_held / plan.n_positions,
+            segments_left_in_store=len(segments) - len(kept),
+        )
+        return plan, record
+
+    async def _gather(
+        self,
+        query: str,
+        segments: Sequence[Segment],
+        pinned: set[str],
+        budget: Budget,
+        capacity: int,
+    ) -> tuple[list[Segment], set[str]]:
+        """All segments if they fit compressed; else the newest that fit plus retrieval."""
+
+        def cost(s: Segment) -> int:
+            return _FRAME + (s.n_tokens if s.id in pinned else s.n_chunks)
+
+        reserve = budget.total_allowance(sum(s.n_tokens for s in segments if s.id not in pinned))
+        room = capacity - reserve
+        if sum(cost(s) for s in segments) <= room:
+            return list(segments), set()
+        kept = {s.id: s for s in segments if s.id in pinned}
+        used = sum(cost(s) for s in kept.values())
+        for s in sorted(segments, key=lambda s: -s.seq):  # newest first, half the room
+            if s.id not in kept and used + cost(s) <= room // 2:
+                kept[s.id] = s
+                used += cost(s)
+        by_id = {s.id: s for s in segments}
+        hits = await self.agent.store.search(self.scope, query, limit=50)
+        retrieved: set[str] = set()
+        for hit in hits:
+            s = by_id.get(hit.segment_id)
+            if s is not None and s.id not in kept and used + cost(s) <= room:
+                kept[s.id] = s
+                retrieved.add(s.id)
+                used += cost(s)
+        return _with_pairs(list(kept.values()), segments), retrieved
+
+    def _finish(self, record: ContextPlan, final: Generation) -> Reply:
+        plan = record.model_copy(
+            update={
+                "ttft_s": final.ttft_s,
+                "tokens_per_s": final.tokens_per_s,
+                "finish_reason": final.finish_reason,
+            }
+        )
+        log.info(
+            "refrag.plan",
+            tenant=self.scope.tenant,
+            session=self.scope.session,
+            positions_fed=plan.positions_fed,
+            tokens_held=plan.tokens_held,
+            chunks_expanded=plan.chunks_expanded,
+            ttft_s=round(final.ttft_s, 4),
+        )
+        if self.agent.plan_log is not None:
+            self.agent.plan_log.append(plan)
+        usage = Usage(
+            tokens_held=plan.tokens_held,
+            positions_fed=plan.positions_fed,
+            completion_tokens=len(final.token_ids),
+            ttft_s=final.ttft_s,
+            tokens_per_s=final.tokens_per_s,
+        )
+        return Reply(text=final.text, plan=plan, usage=usage, finish_reason=final.finish_reason)
+
+
+def _with_pairs(kept: list[Segment], everything: Sequence[Segment]) -> list[Segment]:
+    """Keep tool calls and their outputs together: drop an output whose call is gone."""
+    ids = {s.id for s in kept}
+    calls = {
+        str(s.metadata["call_id"]): s.id
+        for s in everything
+        if s.kind is SegmentKind.TOOL_CALL and "call_id" in s.metadata
+    }
+    out = []
+    for s in kept:
+        call = s.metadata.get("call_id")
+        if s.kind is SegmentKind.TOOL_OUTPUT and call in calls and calls[call] not in ids:
+            continue
+        out.append(s)
+    return out
+

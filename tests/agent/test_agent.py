@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from refrag_agent import Budget, DecoderUnavailable, InvalidInput
+from refrag_agent.agent import Agent, ReplyDone, TextDelta
+from refrag_agent.model.refrag import RefragModel
+from refrag_agent.plan import PlanLog
+from refrag_agent.timeline import SegmentKind
+
+HANDBOOK = "Leave policy. Up to five days of unused leave carry over. " * 8
+
+
+async def _fill(chat) -> None:  # type: ignore[no-untyped-def]
+    await chat.add_system("You are a support agent.")
+    await chat.add_turn("user", "My locker code is 4821.")
+    await chat.add_turn("assistant", "Noted: locker 4821.")
+    await chat.add_tool_output("lookup_order", '{"order": 7731, "eta": "Thursday"}', domain="orders")
+    await chat.add_document(HANDBOOK, source="handbook.md", domain="policy")
+
+
+async def test_write_respond_reopen(agent_model: RefragModel, tmp_path: Path) -> None:
+    folder = tmp_path / "memory"
+    async with Agent.open(model=agent_model, memory=folder) as agent:
+        chat = agent.session(tenant="acme", session="alice-1")
+        await _fill(chat)
+        reply = await chat.respond("What is my locker code?", max_new_tokens=6)
+        plan = reply.plan
+        assert plan.positions_fed < plan.tokens_held
+        assert plan.positions_fed == reply.usage.positions_fed
+        assert {u.kind for u in plan.segments} >= {SegmentKind.SYSTEM, SegmentKind.DOCUMENT}
+        assert plan.effective_compression > 1
+    async with Agent.open(model=agent_model, memory=folder) as agent:
+        chat = agent.session(tenant="acme", session="alice-1")
+        kinds = [s.kind for s in await chat.timeline()]
+        assert kinds[:2] == [SegmentKind.SYSTEM, SegmentKind.USER] and len(kinds) >= 6
+        again = await chat.respond("And the order?", max_new_tokens=6)
+        assert again.plan.tokens_held > plan.tokens_held
+    assert len(PlanLog(folder / "plans.jsonl").read(chat.scope)) == 2
+
+
+async def test_budgets_are_honoured(agent: Agent) -> None:
+    chat = agent.session(tenant="acme", session="budget")
+    await _fill(chat)
+    for budget in (Budget(), Budget(p=0.1), Budget(tokens=48, per_domain={"policy": 16})):
+        plan = (await chat.respond("leave?", budget=budget, max_new_tokens=2)).plan
+        pinned = {u.segment_id for u in plan.segments if u.pinned}
+        spent = sum(c.n_tokens for c in plan.chunks if c.expanded and c.segment_id not in pinned)
+        assert spent == sum(plan.spend_per_domain.values())
+        if budget.tokens is not None:
+            assert spent <= budget.tokens and plan.spend_per_domain.get("policy", 0) <= 16
+        if budget.tokens is None and budget.p is None:
+            assert spent == 0
+
+
+async def test_placement_before_query(agent: Agent) -> None:
+    chat = agent.session(tenant="acme", session="placement")
+    doc = await chat.add_document(HANDBOOK, placement="before_query")
+    await chat.add_turn("user", "hello")
+    plan = (await chat.respond("leave?", max_new_tokens=2)).plan
+    assert plan.segments[-1].segment_id != doc.id  # the query's own turn comes last
+    order = [u.segment_id for u in plan.segments]
+    assert order.index(doc.id) == len(order) - 2
+    with pytest.raises(InvalidInput):
+        await chat.add_document("x", placement="sideways")
+
+
+async def test_concurrent_sessions_match_sequential(agent: Agent) -> None:
+    runs = 0
+
+    async def ask(i: int) -> str:
+        nonlocal runs
+        runs += 1
+        chat = agent.session(tenant="acme", session=f"c-{i}-{runs}")
+        await chat.add_turn("user", f"My number is {i}.")
+        return (await chat.respond("What is my number?", max_new_tokens=5)).text
+
+    together = await asyncio.gather(*(ask(i) for i in range(20)))
+    one_by_one = [await ask(i) for i in range(20)]
+    assert together == one_by_one
+
+
+async def test_abandoned_stream_stores_no_partial_answer(agent: Agent) -> None:
+    chat = agent.session(tenant="acme", session="cancel")
+    await chat.add_turn("user", "hello")
+    async for event in chat.stream("tell me a story", max_new_tokens=200):
+        assert isinstance(event, TextDelta | ReplyDone)
+        break
+    kinds = [s.kind for s in await chat.timeline()]
+    assert kinds == [SegmentKind.USER, SegmentKind.USER]  # the query, no half answer
+
+    async def consume() -> None:
+        async for _ in chat.stream("another story", max_new_tokens=500):
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert SegmentKind.ASSISTANT not in [s.kind for s in await chat.timeline()]
+
+
+async def test_bad_input_and_lifecycle(agent_model: RefragModel, tmp_path: Path) -> None:
+    with pytest.raises(DecoderUnavailable):
+        await Agent.open(model="http://127.0.0.1:9", memory=tmp_path / "m")
+    with pytest.raises(InvalidInput):
+        await Agent.open(model=42, memory=tmp_path / "m")
+    agent = await Agent.open(model=agent_model, memory=tmp_path / "m")
+    chat = agent.session(tenant="t", session="s")
+    with pytest.raises(InvalidInput):
+        await chat.add_turn("user", "   ")
+    with pytest.raises(InvalidInput):
+        await chat.add_turn("robot", "hi")  # type: ignore[arg-type]
+    await agent.aclose()
+    with pytest.raises(InvalidInput, match="closed"):
+        agent.session(tenant="t", session="s")
