@@ -1,4 +1,4 @@
-"""The ``refrag-agent`` command: demo and benchmarks.
+"""The ``refrag-agent`` command: demo, chat, inspect and benchmarks.
 
 The CLI is the only place that configures logging and progress output.
 """
@@ -6,6 +6,7 @@ The CLI is the only place that configures logging and progress output.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -15,10 +16,11 @@ from pathlib import Path
 import structlog
 
 
-def _configure() -> None:
+def _configure(verbose: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    level = logging.INFO if verbose else logging.WARNING
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -27,11 +29,24 @@ def _configure() -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refrag-agent", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log plans and store events")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="answer questions over a long scripted conversation")
+    demo.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
+    demo.add_argument("--memory", type=Path, default=None, help="memory folder (default: fresh)")
     demo.add_argument("--p", type=float, default=0.1, help="fraction of chunks to expand")
     demo.add_argument("--max-new-tokens", type=int, default=24)
+
+    chat = sub.add_parser("chat", help="an interactive session with persistent memory")
+    inspect = sub.add_parser("inspect", help="show a session's timeline and recent plans")
+    for p in (chat, inspect):
+        p.add_argument("--memory", type=Path, default=Path("./agent-memory"))
+        p.add_argument("--tenant", default="local")
+        p.add_argument("--session", default="chat")
+    chat.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
+    chat.add_argument("--p", type=float, default=0.1, help="fraction of chunks to expand")
+    inspect.add_argument("--last", type=int, default=5, help="how many recent plans")
 
     bench = sub.add_parser("bench", help="run a benchmark; prints figures, writes JSON")
     which = bench.add_subparsers(dest="bench", required=True)
@@ -47,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure()
+    _configure(args.verbose)
     from refrag_agent.errors import RefragError
 
     try:
@@ -55,7 +70,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             from refrag_agent.budget import Budget
             from refrag_agent.demo import run_demo
 
-            run_demo(budget=Budget(p=args.p), max_new_tokens=args.max_new_tokens)
+            asyncio.run(
+                run_demo(
+                    model=args.model,
+                    memory=args.memory,
+                    budget=Budget(p=args.p),
+                    max_new_tokens=args.max_new_tokens,
+                )
+            )
+        elif args.command == "chat":
+            from refrag_agent.budget import Budget
+            from refrag_agent.console import run_chat
+
+            asyncio.run(
+                run_chat(
+                    model=args.model,
+                    memory=args.memory,
+                    tenant=args.tenant,
+                    session=args.session,
+                    budget=Budget(p=args.p),
+                )
+            )
+        elif args.command == "inspect":
+            from refrag_agent.console import run_inspect
+
+            asyncio.run(
+                run_inspect(
+                    memory=args.memory, tenant=args.tenant, session=args.session, last=args.last
+                )
+            )
         elif args.bench == "latency":
             from refrag_agent.bench.latency import run_latency_bench
 

@@ -7,22 +7,25 @@ tokens held, TTFT, KV-cache bytes) is measured on the real code path.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from refrag_agent.budget import Budget
-from refrag_agent.model.chunker import Chunk
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tiny import random_decoder
 from refrag_agent.model.tokenizer import TiktokenTokenizer
-from refrag_agent.policies import ChunkFeatures, PolicyInput, SimilarityPolicy
 from refrag_agent.timeline import SegmentKind
+
+if TYPE_CHECKING:
+    from refrag_agent.agent import Agent, Session
 
 QUESTIONS = (
     "What is my locker code?",
@@ -88,7 +91,7 @@ def script() -> list[DemoSegment]:
 
 
 def build_model(encoder: ChunkEncoder | None = None) -> RefragModel:
-    """A random-weight Llama (4 layers, width 256) with the byte-level tokenizer and MiniLM."""
+    """A seeded random-weight Llama (4 layers, width 256), byte-level tokenizer, MiniLM."""
     tokenizer = TiktokenTokenizer.byte_level()
     decoder = random_decoder(
         "llama",
@@ -101,83 +104,76 @@ def build_model(encoder: ChunkEncoder | None = None) -> RefragModel:
     return RefragModel.create(tokenizer=tokenizer, decoder=decoder, encoder=encoder)
 
 
-def _header(kind: SegmentKind) -> str:
-    return f"<|{kind.value}|>"
+async def write_script(chat: Session) -> None:
+    """Write the scripted conversation into a session."""
+    for seg in script():
+        if seg.kind is SegmentKind.SYSTEM:
+            await chat.add_system(seg.text)
+        elif seg.kind is SegmentKind.TOOL_OUTPUT:
+            await chat.add_tool_output("lookup_order", seg.text, domain="orders")
+        elif seg.kind is SegmentKind.DOCUMENT:
+            await chat.add_document(seg.text, source="handbook.md", domain="policy")
+        else:
+            await chat.add_turn("user" if seg.kind is SegmentKind.USER else "assistant", seg.text)
 
 
-def run_demo(*, budget: Budget | None = None, max_new_tokens: int = 24) -> list[DemoRow]:
-    """Write the script, answer the questions; print and return one row per question."""
-    print(
-        "note: no trained bundled model ships yet, so this demo runs a tiny random-weight "
-        "decoder built now.\n"
-        "      Its answers are noise; the figures are measured on the real code path."
-    )
+async def run_demo(
+    *,
+    model: Any = None,
+    memory: Path | None = None,
+    budget: Budget | None = None,
+    max_new_tokens: int = 24,
+) -> list[DemoRow]:
+    """Write the script to a fresh memory, answer the questions; print one row each."""
+    if model is None:
+        print(
+            "note: no trained bundled model ships yet, so this demo runs a tiny random-weight "
+            "decoder built now.\n"
+            "      Its answers are noise; the figures are measured on the real code path."
+        )
+    from refrag_agent.agent import Agent
+
     budget = budget or Budget(p=0.1)
-    model = build_model()
-    segments = script()
-    started = time.perf_counter()
-    chunked: list[list[Chunk]] = [model.chunk(s.text) for s in segments]
-    flat = [c for group in chunked for c in group]
-    vectors = model.encode(flat)  # (n_chunks, enc_dim): computed once, on write
-    print(
-        f"wrote {len(segments)} segments, {len(flat)} chunks of k={model.k} tokens, "
-        f"encoded in {time.perf_counter() - started:.2f}s"
-    )
-    features: list[ChunkFeatures] = []
-    for seg_index, (seg, group) in enumerate(zip(segments, chunked, strict=True)):
-        for c in group:
-            features.append(
-                ChunkFeatures(
-                    kind=seg.kind,
-                    domain=seg.kind.value,
-                    n_tokens=c.n_tokens,
-                    position=len(features),
-                    age=float(len(segments) - seg_index),
-                    pinned=seg.kind is SegmentKind.SYSTEM,
-                )
+    with tempfile.TemporaryDirectory(prefix="refrag-demo-") as scratch:
+        folder = memory or Path(scratch) / "agent-memory"
+        async with Agent.open(model=model, memory=folder, budget=budget) as agent:
+            chat = agent.session(tenant="demo", session="demo")
+            started = time.perf_counter()
+            await write_script(chat)
+            segments = await chat.timeline()
+            print(
+                f"wrote {len(segments)} segments ({sum(s.n_chunks for s in segments)} chunks "
+                f"of k={agent.model.k} tokens) to {folder} in {time.perf_counter() - started:.1f}s"
             )
-    rows = []
-    policy = SimilarityPolicy()
-    params = SamplingParams(max_new_tokens=max_new_tokens)
-    for question in QUESTIONS:
-        selection = policy.select(
-            PolicyInput(vectors, model.encode([question])[0], tuple(features)), budget
-        )
-        expand = set(selection.indices)
-        parts: list[str | tuple[Sequence[Chunk], torch.Tensor, set[int]]] = []
-        offset = 0
-        for seg, group in zip(segments, chunked, strict=True):
-            n = len(group)
-            local = {i - offset for i in expand if offset <= i < offset + n}
-            parts += [_header(seg.kind), (group, vectors[offset : offset + n], local), "<|end|>"]
-            offset += n
-        parts.append(f"<|user|>{question}<|end|><|assistant|>")
-        compressed = model.plan(parts)
-        full = model.plan(
-            [
-                *(f"{_header(s.kind)}{s.text}<|end|>" for s in segments),
-                f"<|user|>{question}<|end|><|assistant|>",
-            ]
-        )
-        model.generate([full], SamplingParams(max_new_tokens=1))  # warm-up
-        fast = model.generate([compressed], params)[0]
-        slow = model.generate([full], SamplingParams(max_new_tokens=1))[0]
-        rows.append(
-            DemoRow(
-                question=question,
-                tokens_held=full.n_positions,
-                positions_fed=compressed.n_positions,
-                chunks_expanded=compressed.n_expanded,
-                chunks_compressed=compressed.n_compressed,
-                ttft_compressed_ms=1e3 * fast.ttft_s,
-                ttft_full_ms=1e3 * slow.ttft_s,
-                kv_compressed=model.shape.kv_bytes(compressed.n_positions),
-                kv_full=model.shape.kv_bytes(full.n_positions),
-                answer=fast.text,
-            )
-        )
+            rows = [await _ask(agent, chat, q, max_new_tokens) for q in QUESTIONS]
     print(format_rows(rows))
     return rows
+
+
+async def _ask(agent: Agent, chat: Session, question: str, max_new_tokens: int) -> DemoRow:
+    reply = await chat.respond(question, max_new_tokens=max_new_tokens)
+    plan = reply.plan
+    # The baseline: the same model fed the same segments as plain tokens.
+    texts = {s.id: s for s in await chat.timeline()}
+    full_text = [f"<|{u.kind.value}|>{texts[u.segment_id].text}<|end|>" for u in plan.segments] + [
+        "<|assistant|>"
+    ]
+    model = agent.model
+    full = model.plan(full_text)
+    await asyncio.to_thread(model.generate, [full], SamplingParams(max_new_tokens=1))  # warm-up
+    baseline = await asyncio.to_thread(model.generate, [full], SamplingParams(max_new_tokens=1))
+    return DemoRow(
+        question=question,
+        tokens_held=full.n_positions,
+        positions_fed=plan.positions_fed,
+        chunks_expanded=plan.chunks_expanded,
+        chunks_compressed=plan.chunks_compressed,
+        ttft_compressed_ms=1e3 * reply.usage.ttft_s,
+        ttft_full_ms=1e3 * baseline[0].ttft_s,
+        kv_compressed=model.shape.kv_bytes(plan.positions_fed),
+        kv_full=model.shape.kv_bytes(full.n_positions),
+        answer=reply.text,
+    )
 
 
 def format_rows(rows: Sequence[DemoRow]) -> str:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from refrag_agent.budget import Budget
@@ -7,8 +9,10 @@ from refrag_agent.cli import main
 from refrag_agent.demo import run_demo
 
 
-def test_demo_compresses_and_says_what_it_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    rows = run_demo(budget=Budget(p=0.1), max_new_tokens=2)
+async def test_demo_compresses_and_says_what_it_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rows = await run_demo(memory=tmp_path / "mem", budget=Budget(p=0.1), max_new_tokens=2)
     out = capsys.readouterr().out
     assert "random-weight" in out  # says plainly that no trained model ran
     assert len(rows) == 3

@@ -1,0 +1,73 @@
+"""``refrag-agent chat`` and ``refrag-agent inspect``: a person at a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from refrag_agent.agent import Agent, ReplyDone, TextDelta
+from refrag_agent.budget import Budget
+from refrag_agent.errors import ScopeError
+from refrag_agent.memory import MemoryStore
+from refrag_agent.model.encoder import ChunkEncoder
+from refrag_agent.plan import PlanLog
+from refrag_agent.timeline import Scope
+
+
+async def run_chat(*, model: Any, memory: Path, tenant: str, session: str, budget: Budget) -> None:
+    """Read lines from stdin, answer each from memory; an empty line or EOF ends."""
+    async with Agent.open(model=model, memory=memory, budget=budget) as agent:
+        chat = agent.session(tenant=tenant, session=session)
+        print(f"memory: {memory} (tenant {tenant!r}, session {session!r}); empty line quits")
+        while True:
+            line = await asyncio.to_thread(_prompt)
+            if not line:
+                break
+            async for event in chat.stream(line):
+                if isinstance(event, TextDelta):
+                    print(event.text, end="", flush=True)
+                elif isinstance(event, ReplyDone):
+                    plan = event.reply.plan
+                    print(
+                        f"\n  [{plan.positions_fed} positions fed for {plan.tokens_held} tokens "
+                        f"held, {plan.chunks_expanded} chunks expanded, "
+                        f"TTFT {1e3 * plan.ttft_s:.0f} ms]"
+                    )
+
+
+def _prompt() -> str:
+    try:
+        return input("> ").strip()
+    except EOFError:
+        return ""
+
+
+async def run_inspect(*, memory: Path, tenant: str, session: str, last: int) -> None:
+    """Print the session's timeline and its most recent plans."""
+    scope = Scope(tenant=tenant, session=session)
+    encoder = await asyncio.to_thread(ChunkEncoder.load)
+    async with MemoryStore.open(memory, encoder=encoder) as store:
+        if not await store.has_scope(scope):
+            raise ScopeError("no such session in this memory", tenant=tenant, session=session)
+        segments = await store.timeline(scope)
+    print(f"{len(segments)} segments in {tenant}/{session}")
+    print(f"{'seq':>4} {'kind':<12} {'domain':<12} {'tokens':>6} {'chunks':>6}  text")
+    for s in segments:
+        text = s.text.replace("\n", " ")
+        print(
+            f"{s.seq:>4} {s.kind.value:<12} {s.domain[:12]:<12} {s.n_tokens:>6} "
+            f"{s.n_chunks:>6}  {text[:60]}{'…' if len(text) > 60 else ''}"
+        )
+    plans = PlanLog(memory / "plans.jsonl").read(scope, last=last)
+    print(f"\n{len(plans)} recent plans")
+    for p in plans:
+        spend = ", ".join(f"{d}={n}" for d, n in sorted(p.spend_per_domain.items())) or "-"
+        print(
+            f"  {p.created_at:%Y-%m-%d %H:%M:%S}  {p.query[:40]!r}: {p.positions_fed} fed / "
+            f"{p.tokens_held} held ({p.effective_compression:.1f}x), "
+            f"{p.chunks_expanded} expanded [{spend}], policy {p.policy}, "
+            f"TTFT {1e3 * p.ttft_s:.0f} ms"
+        )
+    sys.stdout.flush()
