@@ -33,8 +33,14 @@ from pydantic import BaseModel, ConfigDict
 from refrag_agent.budget import Budget
 from refrag_agent.engine import LocalEngine, resolve_model
 from refrag_agent.errors import InvalidInput
-from refrag_agent.layout import build_layout, check_placement, order_segments, pinned_ids
-from refrag_agent.memory import MemoryStore
+from refrag_agent.layout import (
+    build_layout,
+    check_placement,
+    concat_batches,
+    order_segments,
+    pinned_ids,
+)
+from refrag_agent.memory import ChunkBatch, MemoryStore
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
 from refrag_agent.model.refrag import RefragModel
@@ -45,6 +51,8 @@ from refrag_agent.timeline import Scope, Segment, SegmentKind
 log = structlog.get_logger(__name__)
 
 PLAN_FILE = "plans.jsonl"
+RECALL_SEGMENTS = 4  # segments brought in from the tenant's other sessions, at most
+Recall = Literal["session", "tenant"]
 # Positions a segment costs besides its chunks: the role header and <|end|>.
 _FRAME = 2
 
@@ -177,10 +185,23 @@ class Agent:
             plan_log=plan_log,
         )
 
-    def session(self, *, tenant: str, session: str, budget: Budget | None = None) -> Session:
-        """A conversation of ``tenant``; ``budget`` overrides the agent's default."""
+    def session(
+        self,
+        *,
+        tenant: str,
+        session: str,
+        budget: Budget | None = None,
+        recall: Recall = "session",
+    ) -> Session:
+        """A conversation of ``tenant``; ``budget`` overrides the agent's default.
+
+        ``recall="tenant"`` also brings in segments of the tenant's other sessions that
+        match the query (never another tenant's).
+        """
         self._check_open()
-        return Session(self, Scope(tenant=tenant, session=session), budget=budget)
+        if recall not in ("session", "tenant"):
+            raise InvalidInput("recall must be 'session' or 'tenant'", recall=recall)
+        return Session(self, Scope(tenant=tenant, session=session), budget=budget, recall=recall)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -199,7 +220,10 @@ class Agent:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -219,7 +243,10 @@ class _AgentOpening:
         return self._agent
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._agent is not None:
             await self._agent.aclose()
@@ -228,10 +255,13 @@ class _AgentOpening:
 class Session:
     """One conversation's timeline, and the calls that write to it and answer from it."""
 
-    def __init__(self, agent: Agent, scope: Scope, *, budget: Budget | None) -> None:
+    def __init__(
+        self, agent: Agent, scope: Scope, *, budget: Budget | None, recall: Recall
+    ) -> None:
         self.agent = agent
         self.scope = scope
         self.budget = budget
+        self.recall = recall
         self._registered = False
 
     # -- writes -------------------------------------------------------------------------
@@ -358,9 +388,13 @@ class Session:
         segments = await agent.store.timeline(self.scope)
         pinned = pinned_ids(segments, budget, last_turns=max(1, agent.pin_last_turns))
         capacity = agent.model.shape.max_positions - max_new_tokens - 8
-        kept, retrieved = await self._gather(query, segments, pinned, budget, capacity)
-        ordered = order_segments(kept, query_id=asked.id)
-        batch = await agent.store.fetch(self.scope, [s.id for s in ordered])
+        recalled, batches = await self._recall(query) if self.recall == "tenant" else ([], [])
+        room = capacity - sum(_FRAME + s.n_chunks for s in recalled)
+        kept, retrieved = await self._gather(query, segments, pinned, budget, room)
+        ordered = [*recalled, *order_segments(kept, query_id=asked.id)]
+        batches.append(await agent.store.fetch(self.scope, [s.id for s in kept]))
+        batch = concat_batches(batches)
+        retrieved |= {s.id for s in recalled}
         vectors = await asyncio.to_thread(agent.model.encode, [query])
         layout = build_layout(
             ordered,
@@ -432,6 +466,24 @@ class Session:
                 used += cost(s)
         return _with_pairs(list(kept.values()), segments), retrieved
 
+    async def _recall(self, query: str) -> tuple[list[Segment], list[ChunkBatch]]:
+        """The best-matching segments of the tenant's other sessions, and their chunks."""
+        store = self.agent.store
+        hits = await store.search(self.scope, query, limit=20, all_sessions=True)
+        wanted: dict[tuple[str, str], None] = {}
+        for hit in hits:
+            if hit.session != self.scope.session and len(wanted) < RECALL_SEGMENTS:
+                wanted[(hit.session, hit.segment_id)] = None
+        segments: list[Segment] = []
+        batches: list[ChunkBatch] = []
+        for session, segment_id in wanted:
+            scope = Scope(tenant=self.scope.tenant, session=session)
+            segment = await store.get_segment(scope, segment_id)
+            if segment is not None:
+                segments.append(segment)
+                batches.append(await store.fetch(scope, [segment_id]))
+        return segments, batches
+
     def _finish(self, record: ContextPlan, final: Generation) -> Reply:
         plan = record.model_copy(
             update={
@@ -476,4 +528,3 @@ def _with_pairs(kept: list[Segment], everything: Sequence[Segment]) -> list[Segm
             continue
         out.append(s)
     return out
-

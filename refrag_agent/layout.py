@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from refrag_agent.budget import Budget
@@ -71,6 +72,29 @@ def pinned_ids(segments: Sequence[Segment], budget: Budget, *, last_turns: int) 
     return pinned | {s.id for s in segments if budget.is_pinned(s.id)}
 
 
+def concat_batches(batches: Sequence[ChunkBatch]) -> ChunkBatch:
+    """Chunks fetched from several sessions of one tenant, as one batch."""
+    if len(batches) == 1:
+        return batches[0]
+    offsets = [np.zeros(1, dtype=np.int64)]
+    base = 0
+    for b in batches:
+        offsets.append(b.token_offsets[1:] + base)
+        base += int(b.token_offsets[-1])
+    return ChunkBatch(
+        segment_ids=[sid for b in batches for sid in b.segment_ids],
+        seq=np.concatenate([b.seq for b in batches]),
+        chunk_index=np.concatenate([b.chunk_index for b in batches]),
+        token_values=np.concatenate([b.token_values for b in batches]),
+        token_offsets=np.concatenate(offsets),
+        texts=[t for b in batches for t in b.texts],
+        content_hashes=[h for b in batches for h in b.content_hashes],
+        embeddings=np.concatenate([b.embeddings for b in batches]),
+        encoder_fingerprint=batches[0].encoder_fingerprint,
+        n_reencoded=sum(b.n_reencoded for b in batches),
+    )
+
+
 @dataclass(frozen=True)
 class Layout:
     """A laid-out context: the placement plan and its record."""
@@ -114,7 +138,7 @@ def build_layout(
                 domain=seg.domain,
                 n_tokens=len(token_ids[row]),
                 position=position,
-                age=float(newest - seg.seq),
+                age=float(max(0, newest - seg.seq)),
                 pinned=seg.id in pinned,
                 segment_id=seg.id,
             )

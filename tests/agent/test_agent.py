@@ -18,7 +18,9 @@ async def _fill(chat) -> None:  # type: ignore[no-untyped-def]
     await chat.add_system("You are a support agent.")
     await chat.add_turn("user", "My locker code is 4821.")
     await chat.add_turn("assistant", "Noted: locker 4821.")
-    await chat.add_tool_output("lookup_order", '{"order": 7731, "eta": "Thursday"}', domain="orders")
+    await chat.add_tool_output(
+        "lookup_order", '{"order": 7731, "eta": "Thursday"}', domain="orders"
+    )
     await chat.add_document(HANDBOOK, source="handbook.md", domain="policy")
 
 
@@ -118,3 +120,25 @@ async def test_bad_input_and_lifecycle(agent_model: RefragModel, tmp_path: Path)
     await agent.aclose()
     with pytest.raises(InvalidInput, match="closed"):
         agent.session(tenant="t", session="s")
+
+
+async def test_recall_across_sessions_of_one_tenant(agent: Agent) -> None:
+    first = agent.session(tenant="acme", session="monday")
+    await first.add_turn("user", "The staging database password is tulip-42.")
+    other_tenant = agent.session(tenant="globex", session="monday")
+    await other_tenant.add_turn("user", "The staging database password is orchid-77.")
+    later = agent.session(tenant="acme", session="friday", recall="tenant")
+    await later.add_turn("user", "hello again")
+    plan = (await later.respond("staging database password", max_new_tokens=2)).plan
+    recalled = [u for u in plan.segments if u.retrieved]
+    assert recalled and all(u.kind is SegmentKind.USER for u in recalled)
+    texts = [s.text for s in await first.timeline()]
+    assert "tulip-42" in texts[0]
+    recalled_ids = {u.segment_id for u in recalled}
+    globex_ids = {s.id for s in await other_tenant.timeline()}
+    assert not recalled_ids & globex_ids  # never another tenant's memory
+    plain = agent.session(tenant="acme", session="sunday")
+    await plain.add_turn("user", "hi")
+    assert not [
+        u for u in (await plain.respond("password", max_new_tokens=2)).plan.segments if u.retrieved
+    ]
