@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         load_tokenizer,
     )
     from refrag_agent.plan import ContextPlan
+    from refrag_agent.tools import tool
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,7 @@ _LAZY = {
     "Session": "refrag_agent.agent",
     "TextDelta": "refrag_agent.agent",
     "Usage": "refrag_agent.agent",
+    "tool": "refrag_agent.tools",
     "Chunk": "refrag_agent.model.chunker",
     "ChunkEncoder": "refrag_agent.model.encoder",
     "CompressedChunk": "refrag_agent.model.assembly",
@@ -122,4 +124,5 @@ __all__ = [
     "load_checkpoint",
     "load_tokenizer",
     "save_checkpoint",
+    "tool",
 ]

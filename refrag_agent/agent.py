@@ -21,7 +21,9 @@ stored: memory holds the query and nothing half-written.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Generator, Sequence
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +49,17 @@ from refrag_agent.model.refrag import RefragModel
 from refrag_agent.plan import ContextPlan, PlanLog
 from refrag_agent.policies import ExpansionPolicy, PolicyName, make_policy
 from refrag_agent.timeline import Scope, Segment, SegmentKind
+from refrag_agent.tools import (
+    ToolCallEvent,
+    ToolExchange,
+    Toolbox,
+    ToolLike,
+    ToolLoopResult,
+    ToolOutputEvent,
+    iter_tool_loop,
+    pairing_metadata,
+    tools_prompt,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +91,7 @@ class Reply(BaseModel):
     plan: ContextPlan
     usage: Usage
     finish_reason: str
+    tool_exchanges: list[ToolExchange] = []
 
 
 @dataclass(frozen=True)
@@ -94,7 +108,7 @@ class ReplyDone:
     reply: Reply
 
 
-StreamEvent = TextDelta | ReplyDone
+StreamEvent = TextDelta | ToolCallEvent | ToolOutputEvent | ReplyDone
 
 
 class Agent:
@@ -282,7 +296,7 @@ class Session:
         self, tool: str, output: str, *, call_id: str | None = None, **options: Any
     ) -> Segment:
         """A tool's output; stored compressed like everything else."""
-        metadata = {"tool": tool, **({"call_id": call_id} if call_id else {})}
+        metadata = {"tool_name": tool, **({"tool_call_id": call_id} if call_id else {})}
         return await self._write(
             SegmentKind.TOOL_OUTPUT, output, source=tool, extra=metadata, **options
         )
@@ -343,11 +357,25 @@ class Session:
         query: str,
         *,
         budget: Budget | None = None,
+        tools: Toolbox | Iterable[ToolLike] | None = None,
+        max_tool_steps: int = 4,
         max_new_tokens: int | None = None,
     ) -> Reply:
-        """Answer ``query`` from memory; the query and the answer are appended as turns."""
+        """Answer ``query`` from memory; the query and the answer are appended as turns.
+
+        With ``tools``, the model may call them (format: ``docs/tools.md``); every call and
+        its output are appended as ``tool_call`` / ``tool_output`` segments, paired by
+        call id, and the model answers again with them in memory, up to
+        ``max_tool_steps`` calls.
+        """
         reply: Reply | None = None
-        async for event in self.stream(query, budget=budget, max_new_tokens=max_new_tokens):
+        async for event in self.stream(
+            query,
+            budget=budget,
+            tools=tools,
+            max_tool_steps=max_tool_steps,
+            max_new_tokens=max_new_tokens,
+        ):
             if isinstance(event, ReplyDone):
                 reply = event.reply
         assert reply is not None
@@ -358,30 +386,82 @@ class Session:
         query: str,
         *,
         budget: Budget | None = None,
+        tools: Toolbox | Iterable[ToolLike] | None = None,
+        max_tool_steps: int = 4,
         max_new_tokens: int | None = None,
     ) -> AsyncIterator[StreamEvent]:
-        """Like :meth:`respond`, yielding the answer as it is generated."""
+        """Like :meth:`respond`, yielding events as they happen.
+
+        Without tools, the answer streams token by token (:class:`TextDelta`). With tools,
+        each call and output is yielded (:class:`ToolCallEvent`, :class:`ToolOutputEvent`)
+        and the final answer arrives as one :class:`TextDelta`. The last event is always
+        :class:`ReplyDone`.
+        """
         agent = self.agent
         params = agent.sampling
         if max_new_tokens is not None:
-            params = SamplingParams(**{**params.__dict__, "max_new_tokens": max_new_tokens})
+            params = dataclasses.replace(params, max_new_tokens=max_new_tokens)
         budget = budget or self.budget or agent.budget
+        toolbox = Toolbox.coerce(tools)
         asked = await self.add_turn("user", query)
-        plan, record = await self._plan(asked, budget, params.max_new_tokens)
-        final: Generation | None = None
-        async for item in agent._engine.stream(plan, params):
-            if isinstance(item, TokenEvent):
-                yield TextDelta(item.text)
-            else:
-                final = item
-        assert final is not None
-        reply = self._finish(record, final)
-        if final.text.strip():
-            await self.add_turn("assistant", final.text)
+        if not len(toolbox):
+            plan, record = await self._plan(asked, budget, params.max_new_tokens)
+            final: Generation | None = None
+            async for item in agent._engine.stream(plan, params):
+                if isinstance(item, TokenEvent):
+                    yield TextDelta(item.text)
+                else:
+                    final = item
+            assert final is not None
+            reply = self._finish(record, final, text=final.text, reason=final.finish_reason)
+        else:
+            preamble = f"<|system|>{tools_prompt(toolbox)}<|end|>"
+            last: list[tuple[ContextPlan, Generation]] = []
+
+            async def step() -> str:
+                plan, record = await self._plan(asked, budget, params.max_new_tokens, preamble)
+                generation = await agent._engine.generate(plan, params)
+                last.append((record, generation))
+                return generation.text
+
+            result: ToolLoopResult | None = None
+            loop = iter_tool_loop(step, toolbox, max_tool_steps=max_tool_steps)
+            async with contextlib.aclosing(loop) as events:
+                async for event in events:
+                    if isinstance(event, ToolCallEvent):
+                        await self._write(
+                            SegmentKind.TOOL_CALL,
+                            event.call.text,
+                            source=event.call.name,
+                            extra=pairing_metadata(event.call),
+                        )
+                        yield event
+                    elif isinstance(event, ToolOutputEvent):
+                        await self._write(
+                            SegmentKind.TOOL_OUTPUT,
+                            event.output.text,
+                            source=event.call.name,
+                            extra=pairing_metadata(event.call),
+                        )
+                        yield event
+                    else:
+                        result = event.result
+            assert result is not None and last
+            yield TextDelta(result.text)
+            record, final = last[-1]
+            reply = self._finish(
+                record,
+                final,
+                text=result.text,
+                reason=result.finish_reason,
+                exchanges=list(result.exchanges),
+            )
+        if reply.text.strip():
+            await self.add_turn("assistant", reply.text)
         yield ReplyDone(reply)
 
     async def _plan(
-        self, asked: Segment, budget: Budget, max_new_tokens: int
+        self, asked: Segment, budget: Budget, max_new_tokens: int, preamble: str = ""
     ) -> tuple[PlacementPlan, ContextPlan]:
         agent = self.agent
         query = asked.text
@@ -405,6 +485,7 @@ class Session:
             policy=agent.policy,
             pinned=pinned,
             retrieved=retrieved,
+            prefix=preamble,
             suffix="<|assistant|>",
         )
         plan = layout.plan
@@ -484,12 +565,20 @@ class Session:
                 batches.append(await store.fetch(scope, [segment_id]))
         return segments, batches
 
-    def _finish(self, record: ContextPlan, final: Generation) -> Reply:
+    def _finish(
+        self,
+        record: ContextPlan,
+        final: Generation,
+        *,
+        text: str,
+        reason: str,
+        exchanges: list[ToolExchange] | None = None,
+    ) -> Reply:
         plan = record.model_copy(
             update={
                 "ttft_s": final.ttft_s,
                 "tokens_per_s": final.tokens_per_s,
-                "finish_reason": final.finish_reason,
+                "finish_reason": reason,
             }
         )
         log.info(
@@ -510,21 +599,27 @@ class Session:
             ttft_s=final.ttft_s,
             tokens_per_s=final.tokens_per_s,
         )
-        return Reply(text=final.text, plan=plan, usage=usage, finish_reason=final.finish_reason)
+        return Reply(
+            text=text,
+            plan=plan,
+            usage=usage,
+            finish_reason=reason,
+            tool_exchanges=exchanges or [],
+        )
 
 
 def _with_pairs(kept: list[Segment], everything: Sequence[Segment]) -> list[Segment]:
-    """Keep tool calls and their outputs together: drop an output whose call is gone."""
+    """Keep tool calls and their outputs together: a pair is kept whole or dropped whole."""
+    members: dict[str, set[str]] = {}
+    for s in everything:
+        call_id = s.metadata.get("tool_call_id")
+        if call_id and s.kind in (SegmentKind.TOOL_CALL, SegmentKind.TOOL_OUTPUT):
+            members.setdefault(str(call_id), set()).add(s.id)
     ids = {s.id for s in kept}
-    calls = {
-        str(s.metadata["call_id"]): s.id
-        for s in everything
-        if s.kind is SegmentKind.TOOL_CALL and "call_id" in s.metadata
-    }
-    out = []
-    for s in kept:
-        call = s.metadata.get("call_id")
-        if s.kind is SegmentKind.TOOL_OUTPUT and call in calls and calls[call] not in ids:
-            continue
-        out.append(s)
-    return out
+    return [
+        s
+        for s in kept
+        if not (call_id := s.metadata.get("tool_call_id"))
+        or str(call_id) not in members
+        or members[str(call_id)] <= ids
+    ]

@@ -116,6 +116,7 @@ def build_layout(
     policy: ExpansionPolicy,
     pinned: set[str],
     retrieved: set[str],
+    prefix: str = "",
     suffix: str,
 ) -> Layout:
     """Ordered segments + their stored chunks -> a placement plan with expansions chosen."""
@@ -154,6 +155,10 @@ def build_layout(
     spend: dict[str, int] = {}
     end = TokenSpan(tuple(tokenizer.encode("<|end|>", allow_special=True)))
     position = 0
+    if prefix:  # template text ahead of the timeline (the tools' instructions)
+        span = TokenSpan(tuple(tokenizer.encode(prefix, allow_special=True)))
+        placements.append(span)
+        position += len(span.token_ids)
     i = 0
     for seg in order:
         header = TokenSpan(tuple(tokenizer.encode(f"<|{seg.kind.value}|>", allow_special=True)))
