@@ -144,7 +144,7 @@ class Agent:
         memory: str | Path | MemoryStore = "./agent-memory",
         *,
         budget: Budget | None = None,
-        policy: PolicyName | ExpansionPolicy = "similarity",
+        policy: PolicyName | ExpansionPolicy | None = None,
         pin_last_turns: int = 2,
         sampling: SamplingParams | None = None,
     ) -> _AgentOpening:
@@ -154,7 +154,8 @@ class Agent:
         :class:`RefragModel`, or (not yet supported) an ``http://`` decoder server.
         ``memory``: a folder for the embedded store (LanceDB + SQLite) or an open
         :class:`~refrag_agent.memory.MemoryStore`. ``budget`` is the default expansion
-        budget of every session (default: nothing expanded beyond the pins).
+        budget of every session (default: nothing expanded beyond the pins). ``policy``
+        defaults to the checkpoint's learned policy when it has one, else "similarity".
         """
         return _AgentOpening(
             cls._open(
@@ -174,14 +175,18 @@ class Agent:
         memory: str | Path | MemoryStore,
         *,
         budget: Budget,
-        policy: PolicyName | ExpansionPolicy,
+        policy: PolicyName | ExpansionPolicy | None,
         pin_last_turns: int,
         sampling: SamplingParams,
     ) -> Agent:
         if pin_last_turns < 0:
             raise InvalidInput("pin_last_turns must be >= 0", value=pin_last_turns)
-        chosen = make_policy(policy) if isinstance(policy, str) else policy
         loaded = await asyncio.to_thread(resolve_model, model)
+        if policy is None:  # the checkpoint's learned policy, else query similarity
+            policy = "learned" if loaded.policy is not None else "similarity"
+        chosen = (
+            make_policy(policy, network=loaded.policy) if isinstance(policy, str) else policy
+        )
         if isinstance(memory, MemoryStore):
             store, owns, plan_log = memory, False, None
         else:

@@ -7,6 +7,7 @@
     projector.safetensors    the projector's weights
     decoder/                 the decoder (save_pretrained), unless refrag.json points elsewhere
     tokenizer/               the decoder's tokenizer
+    policy/                  the learned expansion policy, when one was trained
 
 Loading checks every piece against ``refrag.json`` and names the file and the fix when
 something does not match.
@@ -32,6 +33,7 @@ from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tokenizer import load_tokenizer
 
 PROJECTOR_FILE = "projector.safetensors"
+POLICY_DIR = "policy"
 
 
 def _sha256(path: Path) -> str:
@@ -70,6 +72,10 @@ def save_checkpoint(
             fix="set config.decoder to the decoder's directory, or save the decoder",
         )
     model.tokenizer.save(out / "tokenizer")
+    if model.policy is not None:
+        from refrag_agent.policies import save_policy
+
+        save_policy(model.policy, out / POLICY_DIR)
     config = dataclasses.replace(
         model.config,
         decoder=decoder_ref,
@@ -149,6 +155,16 @@ def load_checkpoint(
             fix="the weights and the config come from different checkpoints",
         ) from e
     projector.eval()
+    policy = None
+    if (root / POLICY_DIR).is_dir():
+        from refrag_agent.policies import load_policy
+
+        policy = load_policy(root / POLICY_DIR).eval()
     return RefragModel(
-        config=config, tokenizer=tokenizer, decoder=decoder, projector=projector, encoder=encoder
+        config=config,
+        tokenizer=tokenizer,
+        decoder=decoder,
+        projector=projector,
+        encoder=encoder,
+        policy=policy,
     )

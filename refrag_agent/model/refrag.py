@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from refrag_agent.errors import InvalidInput
 from refrag_agent.model.assembly import (
@@ -49,6 +50,7 @@ class RefragModel:
         decoder: Any,
         projector: Projector,
         encoder: ChunkEncoder,
+        policy: nn.Module | None = None,
     ) -> None:
         self.config = config
         self.tokenizer = tokenizer
@@ -56,6 +58,7 @@ class RefragModel:
         self.projector = projector
         self.encoder = encoder
         self.shape = DecoderShape.of(decoder)
+        self.policy = policy  # the learned expansion policy, when one was trained
 
     @classmethod
     def create(

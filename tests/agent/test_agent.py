@@ -142,3 +142,19 @@ async def test_recall_across_sessions_of_one_tenant(agent: Agent) -> None:
     assert not [
         u for u in (await plain.respond("password", max_new_tokens=2)).plan.segments if u.retrieved
     ]
+
+
+async def test_learned_policy_is_the_default_when_the_model_has_one(
+    agent_model: RefragModel, tmp_path: Path
+) -> None:
+    from refrag_agent.policies import PolicyConfig, PolicyNetwork
+
+    agent_model.policy = PolicyNetwork(PolicyConfig(embed_dim=agent_model.encoder.dim))
+    try:
+        async with Agent.open(model=agent_model, memory=tmp_path / "m") as agent:
+            chat = agent.session(tenant="t", session="s")
+            await chat.add_document(HANDBOOK)
+            reply = await chat.respond("leave?", budget=Budget(p=0.2), max_new_tokens=2)
+            assert reply.plan.policy == "learned"
+    finally:
+        agent_model.policy = None

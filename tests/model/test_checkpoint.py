@@ -74,3 +74,18 @@ def test_missing_decoder_and_bad_json(saved: Path, minilm: ChunkEncoder) -> None
     (saved / CONFIG_FILE).write_text(json.dumps({"format_version": 99}))
     with pytest.raises(ModelError, match="format version"):
         load_checkpoint(saved, encoder=minilm)
+
+
+def test_learned_policy_travels_with_the_checkpoint(llama: RefragModel, tmp_path: Path) -> None:
+    from refrag_agent.policies import PolicyConfig, PolicyNetwork
+
+    network = PolicyNetwork(PolicyConfig(embed_dim=llama.encoder.dim))
+    llama.policy = network
+    try:
+        saved = llama.save(tmp_path / "with-policy")
+    finally:
+        llama.policy = None
+    loaded = load_checkpoint(saved, encoder=llama.encoder)
+    assert loaded.policy is not None
+    for name, value in network.state_dict().items():
+        torch.testing.assert_close(loaded.policy.state_dict()[name], value)
