@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Seque
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias, Union
 
 import structlog
 from pydantic import BaseModel, ConfigDict
@@ -50,9 +50,9 @@ from refrag_agent.plan import ContextPlan, PlanLog
 from refrag_agent.policies import ExpansionPolicy, PolicyName, make_policy
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 from refrag_agent.tools import (
+    Toolbox,
     ToolCallEvent,
     ToolExchange,
-    Toolbox,
     ToolLike,
     ToolLoopResult,
     ToolOutputEvent,
@@ -108,7 +108,7 @@ class ReplyDone:
     reply: Reply
 
 
-StreamEvent = TextDelta | ToolCallEvent | ToolOutputEvent | ReplyDone
+StreamEvent: TypeAlias = Union[TextDelta, ToolCallEvent, ToolOutputEvent, ReplyDone]  # noqa: UP007
 
 
 class Agent:
@@ -184,9 +184,7 @@ class Agent:
         loaded = await asyncio.to_thread(resolve_model, model)
         if policy is None:  # the checkpoint's learned policy, else query similarity
             policy = "learned" if loaded.policy is not None else "similarity"
-        chosen = (
-            make_policy(policy, network=loaded.policy) if isinstance(policy, str) else policy
-        )
+        chosen = make_policy(policy, network=loaded.policy) if isinstance(policy, str) else policy
         if isinstance(memory, MemoryStore):
             store, owns, plan_log = memory, False, None
         else:
@@ -545,11 +543,11 @@ class Session:
         hits = await self.agent.store.search(self.scope, query, limit=50)
         retrieved: set[str] = set()
         for hit in hits:
-            s = by_id.get(hit.segment_id)
-            if s is not None and s.id not in kept and used + cost(s) <= room:
-                kept[s.id] = s
-                retrieved.add(s.id)
-                used += cost(s)
+            match = by_id.get(hit.segment_id)
+            if match is not None and match.id not in kept and used + cost(match) <= room:
+                kept[match.id] = match
+                retrieved.add(match.id)
+                used += cost(match)
         return _with_pairs(list(kept.values()), segments), retrieved
 
     async def _recall(self, query: str) -> tuple[list[Segment], list[ChunkBatch]]:
@@ -564,9 +562,9 @@ class Session:
         batches: list[ChunkBatch] = []
         for session, segment_id in wanted:
             scope = Scope(tenant=self.scope.tenant, session=session)
-            segment = await store.get_segment(scope, segment_id)
-            if segment is not None:
-                segments.append(segment)
+            found = await store.get_segment(scope, segment_id)
+            if found is not None:
+                segments.append(found)
                 batches.append(await store.fetch(scope, [segment_id]))
         return segments, batches
 

@@ -1,4 +1,4 @@
-"""The ``refrag-agent`` command: demo, chat, inspect and benchmarks.
+"""The ``refrag-agent`` command: demo, chat, inspect, train and benchmarks.
 
 The CLI is the only place that configures logging and progress output.
 """
@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
     chat.add_argument("--p", type=float, default=0.1, help="fraction of chunks to expand")
     inspect.add_argument("--last", type=int, default=5, help="how many recent plans")
+
+    train = sub.add_parser("train", help="train a preset's stages (docs/training.md)")
+    train.add_argument("--preset", default="tiny", help="tiny (bundled default), smoke, llama-gpu")
+    train.add_argument("--stage", choices=["pretrain", "reconstruct", "cpt", "sft", "rl"])
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--out-dir", type=Path, default=Path("runs/train"))
+    train.add_argument("--max-steps", type=int, default=None, help="stop each stage early")
 
     bench = sub.add_parser("bench", help="run a benchmark; prints figures, writes JSON")
     which = bench.add_subparsers(dest="bench", required=True)
@@ -98,6 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_inspect(
                     memory=args.memory, tenant=args.tenant, session=args.session, last=args.last
                 )
+            )
+        elif args.command == "train":
+            from refrag_agent.training import run_train
+
+            run_train(
+                preset=args.preset,
+                stage=args.stage,
+                resume=args.resume,
+                out_dir=args.out_dir,
+                max_steps=args.max_steps,
             )
         elif args.bench == "latency":
             from refrag_agent.bench.latency import run_latency_bench

@@ -7,6 +7,7 @@ on write and cached by (content hash, encoder fingerprint).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,13 @@ def module_fingerprint(module: nn.Module, *extra: str) -> str:
             tensor.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes()
         )
     return digest.hexdigest()[:32]
+
+
+def _config_text(config: Any) -> str:
+    # The save path is not part of what the encoder computes: a moved checkpoint keeps
+    # its fingerprint.
+    values = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 class ChunkEncoder(nn.Module):
@@ -88,7 +96,7 @@ class ChunkEncoder(nn.Module):
         if self._fingerprint is None:
             self._fingerprint = module_fingerprint(
                 self.model,
-                self.model.config.to_json_string(use_diff=False),
+                _config_text(self.model.config),
                 f"{self.config.pooling}:{self.config.max_length}:{self.config.normalize}",
             )
         return self._fingerprint

@@ -31,7 +31,9 @@ DEFAULT_SPECIALS = (
     "<|end|>",
 )
 # GPT-2 style pre-tokenisation: words, numbers, punctuation runs, whitespace.
-_PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+PRETOKENIZE_PATTERN = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
 
 
 @runtime_checkable
@@ -73,7 +75,7 @@ class TiktokenTokenizer:
         *,
         name: str,
         specials: Sequence[str] = DEFAULT_SPECIALS,
-        pat_str: str = _PAT,
+        pat_str: str = PRETOKENIZE_PATTERN,
     ) -> TiktokenTokenizer:
         """Build an encoding from BPE ranks; special tokens get the ids after them."""
         base = max(ranks.values()) + 1

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+
 from refrag_agent.policies import clipped_surrogate, group_advantages, kl_estimate
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
+
+from refrag_agent.budget import Budget
 from refrag_agent.policies import (
     Episode,
     GRPOConfig,
@@ -17,8 +19,6 @@ from refrag_agent.policies import (
     train_grpo,
 )
 from refrag_agent.policies.toy import NeedleTask, random_input
-
-from refrag_agent.budget import Budget
 
 DIM = 8
 CONFIG = PolicyConfig(embed_dim=DIM, d_model=16, n_layers=1, n_heads=2)

@@ -1,5 +1,8 @@
 import pytest
 import torch
+
+from refrag_agent.budget import Budget
+from refrag_agent.errors import InvalidInput
 from refrag_agent.policies import (
     AllPolicy,
     ChunkFeatures,
@@ -14,9 +17,6 @@ from refrag_agent.policies import (
 )
 from refrag_agent.policies.registry import POLICY_NAMES
 from refrag_agent.policies.toy import random_input
-
-from refrag_agent.budget import Budget
-from refrag_agent.errors import InvalidInput
 from refrag_agent.timeline import SegmentKind
 
 ONE_CHUNK = Budget(tokens=16)

@@ -5,6 +5,8 @@ from collections.abc import Callable
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from refrag_agent.budget import Budget
 from refrag_agent.policies import (
     AllPolicy,
     ChunkFeatures,
@@ -24,8 +26,6 @@ from refrag_agent.policies import (
     resolve,
     step_masks,
 )
-
-from refrag_agent.budget import Budget
 from refrag_agent.timeline import SegmentKind
 
 DIM = 8

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from refrag_agent.budget import Budget
+from refrag_agent.errors import InvalidInput, ModelError
 from refrag_agent.policies import (
     LearnedPolicy,
     PolicyConfig,
@@ -20,9 +23,6 @@ from refrag_agent.policies import (
 from refrag_agent.policies.config import N_SCALAR_FEATURES
 from refrag_agent.policies.network import gumbel_like
 from refrag_agent.policies.toy import random_input
-
-from refrag_agent.budget import Budget
-from refrag_agent.errors import InvalidInput, ModelError
 
 CONFIG = PolicyConfig(embed_dim=8, d_model=16, n_layers=2, n_heads=2)
 

@@ -7,6 +7,8 @@ from contextlib import aclosing
 from typing import Any
 
 import pytest
+
+from refrag_agent.errors import InvalidInput
 from refrag_agent.tools import (
     AnyCall,
     MalformedCall,
@@ -24,8 +26,6 @@ from refrag_agent.tools import (
     run_tool_loop,
     tool,
 )
-
-from refrag_agent.errors import InvalidInput
 
 call = ScriptedDecoder.call
 

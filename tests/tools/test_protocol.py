@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+
+from refrag_agent.model.tokenizer import DEFAULT_SPECIALS
 from refrag_agent.tools import (
     CALL_START,
     END,
@@ -26,8 +28,6 @@ from refrag_agent.tools import (
     tool,
     tools_prompt,
 )
-
-from refrag_agent.model.tokenizer import DEFAULT_SPECIALS
 
 
 @tool

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 import pytest
 from pydantic import BaseModel, Field
-from refrag_agent.tools import Tool, Toolbox, as_tool, tool
 
 from refrag_agent.errors import InvalidInput
+from refrag_agent.tools import Tool, Toolbox, as_tool, tool
 
 
 class Unit(enum.Enum):

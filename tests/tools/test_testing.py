@@ -3,9 +3,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from refrag_agent.tools import CALL_START, END, ScriptedDecoder, ToolCall, parse_output
 
 from refrag_agent.errors import InvalidInput
+from refrag_agent.tools import CALL_START, END, ScriptedDecoder, ToolCall, parse_output
 
 
 async def test_plays_back_in_order_and_records_prompts() -> None:

@@ -1,0 +1,320 @@
+"""What each stage trains on and what it learns; the loop in :mod:`.loop` is shared.
+
+Every stage turns its data into :class:`Example`: a prefix the decoder reads (token spans,
+compressed chunks, expanded chunks, in any order) and a target sequence it must continue
+with. The loss is next-token cross-entropy on the target only, teacher-forced, so
+reconstruction is autoregressive (REFRAG section 3: the decoder *generates* the chunk's
+tokens from its embedding, never copies one vector per position).
+
+==============  ======================================  =========================================
+stage           prefix                                  target
+==============  ======================================  =========================================
+pretrain        ``<|bos|>``                             ``seq_len`` corpus tokens
+reconstruct     n compressed chunks (k tokens each)     the n*k tokens those chunks stand for
+cpt             n compressed chunks of a passage        the next ``target_tokens`` tokens
+sft             segments, chunks compressed (a few      the answer, then ``<|end|>``
+                expanded), the question
+==============  ======================================  =========================================
+
+Which parts train is set per stage (decoder frozen in reconstruction, as in the paper).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from refrag_agent.model.assembly import (
+    CompressedChunk,
+    ExpandedChunk,
+    Placement,
+    PlacementPlan,
+    TokenSpan,
+    assemble,
+)
+from refrag_agent.model.chunker import chunk_ids
+from refrag_agent.model.encoder import ChunkEncoder
+from refrag_agent.model.refrag import RefragModel
+from refrag_agent.model.tokenizer import Tokenizer
+from refrag_agent.training.data import Split
+from refrag_agent.training.presets import StageConfig, StageName
+from refrag_agent.training.tasks import TaskExample, mixed_example
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    """A prefix to read and a target to predict; compressed rows index ``chunk_texts``."""
+
+    prefix: tuple[Placement, ...]
+    chunk_texts: tuple[str, ...]
+    target: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """Examples collated for :class:`RefragLM`; every row ends at the last column."""
+
+    placements: tuple[tuple[Placement, ...], ...]  # compressed rows index the batch's chunks
+    chunk_vectors: torch.Tensor | None  # (n_chunks, enc_dim): frozen encoder outputs
+    chunk_input_ids: torch.Tensor | None  # (n_chunks, L): encoder inputs when it trains
+    chunk_attention_mask: torch.Tensor | None  # (n_chunks, L)
+    labels: torch.Tensor  # (B, T): the id each column must predict, IGNORE elsewhere
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+    def to(self, device: torch.device) -> TrainBatch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return replace(
+            self,
+            chunk_vectors=move(self.chunk_vectors),
+            chunk_input_ids=move(self.chunk_input_ids),
+            chunk_attention_mask=move(self.chunk_attention_mask),
+            labels=self.labels.to(device),
+        )
+
+
+class RefragLM(nn.Module):
+    """Encoder, projector and decoder as one module, so DDP/FSDP wrap and sync all of them."""
+
+    def __init__(self, decoder: nn.Module, projector: nn.Module, encoder: ChunkEncoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.projector = projector
+        self.encoder = encoder
+
+    def forward(self, batch: TrainBatch) -> torch.Tensor:
+        """Mean cross-entropy over the batch's target tokens."""
+        vectors = batch.chunk_vectors
+        if batch.chunk_input_ids is not None:
+            assert batch.chunk_attention_mask is not None
+            vectors = self.encoder(batch.chunk_input_ids, batch.chunk_attention_mask)  # (n, enc)
+        # Rows are global to the batch, so every plan shares the one chunk table.
+        plans = [
+            PlacementPlan(p, vectors if any(isinstance(x, CompressedChunk) for x in p) else None)
+            for p in batch.placements
+        ]
+        embed = self.decoder.get_input_embeddings()  # type: ignore[operator]
+        assembled = assemble(plans, embed, self.projector)
+        logits = self.decoder(
+            inputs_embeds=assembled.inputs_embeds,
+            attention_mask=assembled.attention_mask,
+            position_ids=assembled.position_ids,
+        ).logits  # (B, T, V)
+        assert logits.shape[:2] == batch.labels.shape
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(), batch.labels.flatten(), ignore_index=IGNORE
+        )
+
+
+class VectorCache:
+    """Frozen-encoder outputs by chunk text; a bounded LRU (corpus epochs hit it)."""
+
+    def __init__(self, encoder: ChunkEncoder, max_entries: int = 50_000) -> None:
+        self.encoder = encoder
+        self.max_entries = max_entries
+        self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._store))
+        if missing:
+            for text, vec in zip(missing, self.encoder.encode(missing), strict=True):
+                self._store[text] = vec
+        for t in texts:
+            self._store.move_to_end(t)
+        while len(self._store) > self.max_entries:
+            self._store.popitem(last=False)
+        if not texts:
+            return torch.empty(0, self.encoder.dim)
+        return torch.stack([self._store[t] for t in texts])  # (n, enc_dim)
+
+
+def set_trainable(model: RefragModel, config: StageConfig) -> list[nn.Parameter]:
+    """Freeze what the stage does not train; returns the trainable parameters."""
+    parts = (
+        (model.decoder, config.train_decoder),
+        (model.projector, config.train_projector),
+        (model.encoder, config.train_encoder),
+    )
+    params: list[nn.Parameter] = []
+    for module, train in parts:
+        module.requires_grad_(train)
+        module.train(train)
+        if train:
+            params.extend(p for p in module.parameters() if p.requires_grad)
+    return params
+
+
+def collate(
+    examples: Sequence[Example],
+    *,
+    cache: VectorCache | None,
+    encoder: ChunkEncoder,
+) -> TrainBatch:
+    """Offset chunk rows, left-pad to one width and place labels at the predicting columns."""
+    placements: list[tuple[Placement, ...]] = []
+    texts: list[str] = []
+    for ex in examples:
+        off = len(texts)
+        prefix = tuple(
+            CompressedChunk(p.row + off, p.n_tokens) if isinstance(p, CompressedChunk) else p
+            for p in ex.prefix
+        )
+        placements.append((*prefix, TokenSpan(ex.target)))
+        texts.extend(ex.chunk_texts)
+    lengths = [
+        sum(1 if isinstance(p, CompressedChunk) else len(p.token_ids) for p in row)
+        for row in placements
+    ]
+    width = max(lengths)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for b, ex in enumerate(examples):
+        m = len(ex.target)
+        # Left padding puts every target at the end; column c predicts column c + 1.
+        labels[b, width - m - 1 : width - 1] = torch.tensor(ex.target)
+    vectors = ids = mask = None
+    if texts and cache is not None:
+        vectors = cache(texts)
+    elif texts:
+        enc = encoder.tokenize(texts)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+    return TrainBatch(tuple(placements), vectors, ids, mask, labels)
+
+
+# ---- examples per stage --------------------------------------------------------------
+
+
+def _window(tokens: np.ndarray, rng: np.random.Generator, length: int) -> list[int]:
+    start = int(rng.integers(0, max(1, len(tokens) - length)))
+    return [int(t) for t in tokens[start : start + length]]
+
+
+def _compressed(ids: list[int], tokenizer: Tokenizer, k: int) -> tuple[list[Placement], list[str]]:
+    chunks = chunk_ids(ids, tokenizer, k=k)
+    return [CompressedChunk(i, c.n_tokens) for i, c in enumerate(chunks)], [c.text for c in chunks]
+
+
+def pretrain_example(
+    tokens: np.ndarray, rng: np.random.Generator, *, seq_len: int, bos: int
+) -> Example:
+    return Example((TokenSpan((bos,)),), (), tuple(_window(tokens, rng, seq_len)))
+
+
+def reconstruct_example(
+    tokens: np.ndarray, rng: np.random.Generator, *, n_chunks: int, k: int, tokenizer: Tokenizer
+) -> Example:
+    ids = _window(tokens, rng, n_chunks * k)
+    prefix, texts = _compressed(ids, tokenizer, k)
+    return Example(tuple(prefix), tuple(texts), tuple(ids))
+
+
+def cpt_example(
+    tokens: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    n_chunks: int,
+    k: int,
+    target_tokens: int,
+    tokenizer: Tokenizer,
+) -> Example:
+    ids = _window(tokens, rng, n_chunks * k + target_tokens)
+    prefix, texts = _compressed(ids[: n_chunks * k], tokenizer, k)
+    return Example(tuple(prefix), tuple(texts), tuple(ids[n_chunks * k :]))
+
+
+def layout_task(
+    example: TaskExample,
+    tokenizer: Tokenizer,
+    *,
+    k: int,
+    expand: set[int] | None = None,
+    rng: np.random.Generator | None = None,
+    expand_p: float = 0.0,
+) -> tuple[Example, list[tuple[str, int]]]:
+    """Lay a task out as the SDK does: ``<|kind|>`` chunks ``<|end|>`` ..., then the question.
+
+    Chunk ``i`` (counted over the whole context) goes in as tokens when it is in
+    ``expand``, or with probability ``expand_p``; otherwise compressed. Returns the
+    example and each chunk's (segment kind, token count): the policy's features.
+    """
+    prefix: list[Placement] = []
+    texts: list[str] = []
+    info: list[tuple[str, int]] = []
+    for seg in example.segments:
+        prefix.append(TokenSpan(tuple(tokenizer.encode(f"<|{seg.kind}|>", allow_special=True))))
+        for c in chunk_ids(tokenizer.encode(seg.text), tokenizer, k=k):
+            i = len(texts)
+            chosen = (expand is not None and i in expand) or (
+                rng is not None and expand_p > 0 and rng.random() < expand_p
+            )
+            prefix.append(
+                ExpandedChunk(c.token_ids, row=i) if chosen else CompressedChunk(i, c.n_tokens)
+            )
+            texts.append(c.text)
+            info.append((seg.kind, c.n_tokens))
+        prefix.append(TokenSpan(tuple(tokenizer.encode("<|end|>", allow_special=True))))
+    question = f"<|user|>{example.question}<|end|><|assistant|>"
+    prefix.append(TokenSpan(tuple(tokenizer.encode(question, allow_special=True))))
+    target = tokenizer.encode(f"{example.answer}<|end|>", allow_special=True)
+    return Example(tuple(prefix), tuple(texts), tuple(target)), info
+
+
+def task_size(n_chunks: int) -> int:
+    """Context size knob of the task generators for about ``n_chunks`` chunks of 16."""
+    return max(1, 3 * n_chunks)
+
+
+def stage_examples(
+    stage: StageName,
+    config: StageConfig,
+    *,
+    tokens: np.ndarray,
+    tokenizer: Tokenizer,
+    k: int,
+    seed: int,
+    step: int,
+    rank: int,
+    split: Split,
+) -> list[Example]:
+    """The examples of one (step, process): a pure function of its arguments (resumable)."""
+    stage_id = ("pretrain", "reconstruct", "cpt", "sft", "rl").index(stage)
+    rng = np.random.default_rng([seed, stage_id, step, rank, split == "heldout"])
+    n = config.n_chunks(step)
+    out = []
+    for j in range(config.batch_size):
+        if stage == "pretrain":
+            bos = tokenizer.special_tokens.get("<|bos|>", tokenizer.pad_id)
+            out.append(pretrain_example(tokens, rng, seq_len=config.seq_len, bos=bos))
+        elif stage == "reconstruct":
+            out.append(reconstruct_example(tokens, rng, n_chunks=n, k=k, tokenizer=tokenizer))
+        elif stage == "cpt":
+            out.append(
+                cpt_example(
+                    tokens,
+                    rng,
+                    n_chunks=n,
+                    k=k,
+                    target_tokens=config.target_tokens,
+                    tokenizer=tokenizer,
+                )
+            )
+        else:
+            # Held-out tasks use seeds no training step reaches.
+            base = (1 << 40) if split == "heldout" else 0
+            task = mixed_example(
+                base + (step * 1_000 + rank) * config.batch_size + j, size=task_size(n)
+            )
+            ex, _ = layout_task(task, tokenizer, k=k, rng=rng, expand_p=config.expand_p)
+            out.append(ex)
+    return out
