@@ -43,11 +43,15 @@ def bench_decoder() -> Any:
     )
 
 
-def corpus_words() -> list[str]:
-    """Words of a standard-library source file: real text present on every machine."""
+def chunk_texts(encoder: ChunkEncoder, n_chunks: int, k: int) -> list[str]:
+    """``n_chunks`` texts of ``k`` encoder tokens each, cut from a standard-library source
+    file (real text present on every machine), so the encoder reads what it would read."""
     import argparse
 
-    return Path(argparse.__file__).read_text(encoding="utf-8").split()
+    text = Path(argparse.__file__).read_text(encoding="utf-8")
+    ids = encoder.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    n = len(ids) // k
+    return [encoder.tokenizer.decode(ids[(i % n) * k : (i % n + 1) * k]) for i in range(n_chunks)]
 
 
 def _ttft(decoder: Any, tokenizer: Any, projector: Projector, plan: PlacementPlan) -> float:
@@ -98,7 +102,6 @@ def run_latency_bench(
     encoder = encoder or ChunkEncoder.load()
     projector = Projector(ProjectorConfig(in_dim=encoder.dim, out_dim=shape.hidden_size)).eval()
     bytes_per_value = next(decoder.parameters()).element_size()
-    words = corpus_words()
     gen = torch.Generator().manual_seed(0)
     query = TokenSpan(tuple(torch.randint(0, VOCAB, (QUERY_TOKENS,), generator=gen).tolist()))
 
@@ -115,7 +118,7 @@ def run_latency_bench(
         bar.update()
         for k in ks:
             n_chunks = n // k
-            texts = [" ".join(words[(i * k) % len(words) :][:k]) for i in range(n_chunks)]
+            texts = chunk_texts(encoder, n_chunks, k)
             vectors = encoder.encode(texts)  # (n_chunks, enc_dim), the cache's content
             plan = PlacementPlan(
                 (*(CompressedChunk(i, n_tokens=k) for i in range(n_chunks)), query),

@@ -90,7 +90,8 @@ def _dir_bytes(path: Path) -> int:
 
 
 async def _bench_append(folder: Path, n: int, corpus: _Corpus) -> dict[str, Any]:
-    settings = StoreSettings(maintenance_interval_s=None)
+    # Default settings: background housekeeping compacts as it would in production.
+    settings = StoreSettings()
     scope = Scope(tenant="bench", session="append")
     async with MemoryStore.open(folder, encoder=HashEncoder(DIM), settings=settings) as store:
         await store.create_scope(scope)

@@ -1,0 +1,379 @@
+"""The LanceDB chunk table: one row per chunk with its tokens, text and embedding.
+
+Rows are written by group commit: appends waiting at the same moment go into LanceDB as
+one ``add`` (one new version, one fragment), so 50 concurrent writers make a handful of
+commits instead of 50 conflicting ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import structlog
+from lancedb.index import FTS, Bitmap, BTree, IvfPq
+
+from refrag_agent.errors import InvalidInput, StoreError
+from refrag_agent.model.chunker import Chunk
+
+from .encoding import FloatArray
+
+log = structlog.get_logger(__name__)
+
+TABLE = "chunks"
+# High-cardinality keys get B-trees; low-cardinality ones (every query filters on the tenant
+# and the encoder) get bitmaps, which stay cheap when a filter matches most rows.
+BTREE_INDEXED = ("segment_key", "session_key", "content_hash")
+BITMAP_INDEXED = ("tenant_key", "encoder_key", "kind")
+_COMMIT_ATTEMPTS = 6
+
+
+def chunk_schema(dim: int) -> pa.Schema:
+    utc = pa.timestamp("us", tz="UTC")
+    return pa.schema(
+        [
+            pa.field("chunk_key", pa.string(), nullable=False),
+            pa.field("tenant", pa.string(), nullable=False),
+            pa.field("session", pa.string(), nullable=False),
+            pa.field("segment_id", pa.string(), nullable=False),
+            pa.field("tenant_key", pa.string(), nullable=False),
+            pa.field("session_key", pa.string(), nullable=False),
+            pa.field("segment_key", pa.string(), nullable=False),
+            pa.field("chunk_index", pa.int32(), nullable=False),
+            pa.field("token_ids", pa.list_(pa.int32()), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("encoder", pa.string(), nullable=False),
+            pa.field("encoder_key", pa.string(), nullable=False),
+            pa.field("content_hash", pa.string(), nullable=False),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("domain", pa.string(), nullable=False),
+            pa.field("domain_key", pa.string(), nullable=False),
+            pa.field("created_at", utc, nullable=False),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class SegmentRowInfo:
+    """The per-segment values every chunk row of a segment repeats."""
+
+    tenant: str
+    session: str
+    segment_id: str
+    tenant_key: str
+    session_key: str
+    segment_key: str
+    kind: str
+    domain: str
+    domain_key: str
+    created_at: datetime
+    encoder: str
+    encoder_key: str
+
+
+def build_rows(
+    info: SegmentRowInfo, chunks: Sequence[Chunk], hashes: Sequence[str], vectors: FloatArray
+) -> pa.Table:
+    """Arrow rows for one segment's chunks; ``vectors`` is float32 (n, dim)."""
+    n = vectors.shape[0]
+    lengths = np.fromiter((len(c.token_ids) for c in chunks), dtype=np.int32, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(
+        (t for c in chunks for t in c.token_ids), dtype=np.int32, count=int(offsets[-1])
+    )
+    return rows_from_arrays(
+        info,
+        chunk_index=np.fromiter((c.index for c in chunks), dtype=np.int32, count=n),
+        token_offsets=offsets,
+        token_values=values,
+        texts=[c.text for c in chunks],
+        hashes=list(hashes),
+        vectors=vectors,
+    )
+
+
+def rows_from_arrays(
+    info: SegmentRowInfo,
+    *,
+    chunk_index: np.ndarray,
+    token_offsets: np.ndarray,
+    token_values: np.ndarray,
+    texts: list[str],
+    hashes: list[str],
+    vectors: FloatArray,
+    segment_keys: list[str] | None = None,
+    segment_ids: list[str] | None = None,
+) -> pa.Table:
+    """Arrow rows from column arrays; also used by the benchmark's bulk loader.
+
+    ``segment_keys``/``segment_ids`` override the single segment of ``info`` per row.
+    """
+    n, dim = vectors.shape
+    seg_keys = segment_keys if segment_keys is not None else [info.segment_key] * n
+    seg_ids = segment_ids if segment_ids is not None else [info.segment_id] * n
+    chunk_keys = [f"{k}{int(i):06d}" for k, i in zip(seg_keys, chunk_index.tolist(), strict=True)]
+
+    def repeat(value: str) -> pa.Array:
+        return pa.array([value] * n, pa.string())
+
+    tokens = pa.ListArray.from_arrays(
+        pa.array(token_offsets.astype(np.int32)), pa.array(token_values.astype(np.int32))
+    )
+    vector = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
+    created = pa.array([info.created_at] * n, pa.timestamp("us", tz="UTC"))
+    columns = [
+        pa.array(chunk_keys, pa.string()),
+        repeat(info.tenant),
+        repeat(info.session),
+        pa.array(seg_ids, pa.string()),
+        repeat(info.tenant_key),
+        repeat(info.session_key),
+        pa.array(seg_keys, pa.string()),
+        pa.array(chunk_index.astype(np.int32)),
+        tokens,
+        pa.array(texts, pa.string()),
+        vector,
+        repeat(info.encoder),
+        repeat(info.encoder_key),
+        pa.array(hashes, pa.string()),
+        repeat(info.kind),
+        repeat(info.domain),
+        repeat(info.domain_key),
+        created,
+    ]
+    return pa.Table.from_arrays(columns, schema=chunk_schema(dim))
+
+
+class ChunkTable:
+    """The chunk rows of one store, on a LanceDB table."""
+
+    def __init__(self, db: Any, table: Any, *, dim: int, uri: str) -> None:
+        self._db = db
+        self._table = table
+        self.dim = dim
+        self.uri = uri
+        self._waiting: list[tuple[pa.Table, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._has_fts = False
+        self._index_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls,
+        uri: str,
+        *,
+        dim: int,
+        storage_options: dict[str, str] | None = None,
+        read_consistency: timedelta | None = timedelta(0),
+    ) -> ChunkTable:
+        try:
+            db = await lancedb.connect_async(
+                uri, storage_options=storage_options, read_consistency_interval=read_consistency
+            )
+            try:
+                table = await db.open_table(TABLE)
+            except ValueError:
+                table = await db.create_table(TABLE, schema=chunk_schema(dim), exist_ok=True)
+            schema = await table.schema()
+        except Exception as e:
+            raise StoreError("cannot open the LanceDB chunk table", uri=uri) from e
+        width = schema.field("vector").type.list_size
+        if width != dim:
+            raise InvalidInput(
+                "the encoder's width does not match the stored embeddings",
+                encoder_dim=dim,
+                store_dim=width,
+                uri=uri,
+            )
+        return cls(db, table, dim=dim, uri=uri)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def add(self, rows: pa.Table) -> None:
+        """Append rows; returns once they are committed (grouped with concurrent adds)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((rows, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            # Yield once so that appends started in the same tick join this commit.
+            await asyncio.sleep(0)
+            batch, self._waiting = self._waiting, []
+            try:
+                await self._retry(self._table.add, pa.concat_tables([rows for rows, _ in batch]))
+            except Exception as e:
+                error = StoreError("cannot write chunk rows to LanceDB", uri=self.uri)
+                error.__cause__ = e
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def _retry(self, call: Any, *args: Any) -> Any:
+        # Commits from other processes can conflict; LanceDB retries some itself, we add
+        # a few more with backoff before failing.
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                return await call(*args)
+            except Exception as e:
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+                log.warning("memory.lance_retry", error=repr(e), attempt=attempt)
+                await asyncio.sleep(0.02 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def delete(self, where: str) -> None:
+        try:
+            await self._retry(self._table.delete, where)
+        except Exception as e:
+            raise StoreError("cannot delete chunk rows from LanceDB", uri=self.uri) from e
+
+    async def replace_vectors(self, rows: pa.Table) -> None:
+        """Overwrite vector and encoder columns of existing rows (matched on chunk_key)."""
+
+        async def merge(data: pa.Table) -> Any:
+            return await (
+                self._table.merge_insert("chunk_key").when_matched_update_all().execute(data)
+            )
+
+        try:
+            await self._retry(merge, rows)
+        except Exception as e:
+            raise StoreError("cannot update embeddings in LanceDB", uri=self.uri) from e
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def scan(self, where: str, columns: list[str], *, limit: int | None = None) -> pa.Table:
+        try:
+            query = self._table.query().where(where).select(columns)
+            if limit is not None:
+                query = query.limit(limit)
+            result: pa.Table = await query.to_arrow()
+        except Exception as e:
+            raise StoreError("cannot read chunk rows from LanceDB", uri=self.uri) from e
+        return result
+
+    async def count(self, where: str | None = None) -> int:
+        try:
+            return int(await self._table.count_rows(where))
+        except Exception as e:
+            raise StoreError("cannot count chunk rows in LanceDB", uri=self.uri) from e
+
+    async def vector_search(
+        self, vector: FloatArray, *, where: str, columns: list[str], limit: int
+    ) -> pa.Table:
+        try:
+            query = (
+                self._table.query()
+                .nearest_to(vector)
+                .distance_type("cosine")
+                .where(where)
+                .select([*columns, "_distance"])
+                .limit(limit)
+            )
+            result: pa.Table = await query.to_arrow()
+        except Exception as e:
+            raise StoreError("vector search failed", uri=self.uri) from e
+        return result
+
+    async def text_search(
+        self, text: str, *, where: str, columns: list[str], limit: int
+    ) -> pa.Table | None:
+        """Full-text search, or None while the table has no full-text index yet."""
+        if not self._has_fts and not await self._fts_ready():
+            return None
+        try:
+            query = (
+                self._table.query()
+                .nearest_to_text(text, columns=["text"])
+                .where(where)
+                .select([*columns, "_score"])
+                .limit(limit)
+            )
+            result: pa.Table = await query.to_arrow()
+        except Exception as e:
+            raise StoreError("full-text search failed", uri=self.uri) from e
+        return result
+
+    async def _fts_ready(self) -> bool:
+        names = {tuple(ix.columns): ix.index_type for ix in await self._table.list_indices()}
+        self._has_fts = names.get(("text",)) in ("FTS", "INVERTED")
+        if not self._has_fts and await self.count() > 0:
+            await self.ensure_indexes(ann_min_rows=None)
+        return self._has_fts
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    async def ensure_indexes(self, *, ann_min_rows: int | None) -> list[str]:
+        """Create missing indexes; the vector index once ``ann_min_rows`` rows exist."""
+        created: list[str] = []
+        async with self._index_lock:
+            try:
+                rows = await self._table.count_rows()
+                if rows == 0:
+                    return created
+                existing = {next(iter(ix.columns)) for ix in await self._table.list_indices()}
+                for column in (*BTREE_INDEXED, *BITMAP_INDEXED):
+                    if column not in existing:
+                        config = BTree() if column in BTREE_INDEXED else Bitmap()
+                        await self._table.create_index(column, config=config)
+                        created.append(column)
+                if "text" not in existing:
+                    await self._table.create_index("text", config=FTS())
+                    created.append("text")
+                if "vector" not in existing and ann_min_rows is not None and rows >= ann_min_rows:
+                    await self._table.create_index("vector", config=IvfPq(distance_type="cosine"))
+                    created.append("vector")
+            except Exception as e:
+                raise StoreError("cannot build LanceDB indexes", uri=self.uri) from e
+            self._has_fts = self._has_fts or "text" in existing or "text" in created
+        if created:
+            log.info("memory.indexes_created", columns=created, rows=rows)
+        return created
+
+    async def optimize(self, *, cleanup_older_than: timedelta) -> None:
+        """Compact small fragments, fold new rows into indexes, drop old versions."""
+        try:
+            await self._retry(lambda: self._table.optimize(cleanup_older_than=cleanup_older_than))
+        except Exception as e:
+            raise StoreError("LanceDB optimize failed", uri=self.uri) from e
+
+    async def version(self) -> int:
+        return int(await self._table.version())
+
+    def bytes_on_disk(self) -> int | None:
+        path = Path(self.uri)
+        if "://" in self.uri or not path.exists():
+            return None
+        total = 0
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                try:
+                    total += (Path(root) / name).stat().st_size
+                except OSError:
+                    continue
+        return total
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        try:
+            self._table.close()
+        except Exception as e:
+            log.warning("memory.lance_close_failed", error=repr(e))

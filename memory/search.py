@@ -1,0 +1,166 @@
+"""Hybrid search: a vector ranking and a full-text ranking fused by reciprocal rank
+(Cormack et al., 2009), scoped by the store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import pyarrow as pa
+import structlog
+from sqlalchemy import select
+
+from refrag_agent.errors import InvalidInput
+from refrag_agent.timeline import Scope, SegmentKind
+
+from . import keys, sql
+from .core import StoreCore, _batches
+from .records import SearchHit
+from .validation import check_text
+
+log = structlog.get_logger(__name__)
+
+RRF_K = 60
+_HIT_COLUMNS = ["chunk_key", "segment_key", "chunk_index", "text", "kind", "domain", "created_at"]
+SearchMode = Literal["hybrid", "vector", "text"]
+
+
+def rrf(rankings: Sequence[Sequence[str]], *, k: int = RRF_K) -> list[tuple[str, float]]:
+    """Fuse rankings (best first) into one: score = sum over rankings of 1 / (k + rank).
+
+    Ties keep the order in which items were first seen, so the result is deterministic.
+    """
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    order = {item: i for i, item in enumerate(scores)}
+    return sorted(scores.items(), key=lambda pair: (-pair[1], order[pair[0]]))
+
+
+class SearchMixin(StoreCore):
+    async def search(
+        self,
+        scope: Scope,
+        query: str,
+        *,
+        limit: int = 10,
+        kinds: Iterable[SegmentKind] | None = None,
+        domains: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        all_sessions: bool = False,
+        mode: SearchMode = "hybrid",
+    ) -> list[SearchHit]:
+        """Chunks of the scope (or of all the tenant's sessions) that match ``query``.
+
+        Hybrid mode fuses a vector ranking and a full-text ranking by reciprocal rank.
+        """
+        self._check_open()
+        check_text(query, "query")
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be in [1, 1000]", limit=limit)
+        if mode not in ("hybrid", "vector", "text"):
+            raise InvalidInput("unknown search mode", mode=mode)
+        if all_sessions:
+            await self._tenant_id(scope.tenant)
+        else:
+            await self._session_id(scope)
+        tkey = keys.tenant_key(scope.tenant)
+        kind_list = None if kinds is None else [SegmentKind(k) for k in kinds]
+        domain_list = None if domains is None else [keys.domain_key(d) for d in domains]
+        base = keys.all_of(
+            keys.eq("tenant_key", tkey),
+            None if all_sessions else keys.eq("session_key", keys.session_key(scope)),
+            None if kind_list is None else keys.kinds_in(kind_list),
+            None if domain_list is None else keys.isin("domain_key", domain_list),
+            None if since is None else keys.time_cmp("created_at", ">=", since),
+            None if until is None else keys.time_cmp("created_at", "<", until),
+        )
+        candidates = limit * 3 + 10
+
+        async def by_vector() -> pa.Table | None:
+            if mode == "text":
+                return None
+            vector = (await self._encode([query]))[0]
+            return await self._chunks.vector_search(
+                vector,
+                where=keys.all_of(base, keys.eq("encoder_key", self._encoder_key)),
+                columns=_HIT_COLUMNS,
+                limit=candidates,
+            )
+
+        async def by_text() -> pa.Table | None:
+            if mode == "vector":
+                return None
+            return await self._chunks.text_search(
+                query, where=base, columns=_HIT_COLUMNS, limit=candidates
+            )
+
+        vector_rows, text_rows = await asyncio.gather(by_vector(), by_text())
+        rankings: list[list[str]] = []
+        rows_by_key: dict[str, dict[str, Any]] = {}
+        for table in (vector_rows, text_rows):
+            if table is None:
+                rankings.append([])
+                continue
+            ranking = []
+            for row in table.select(_HIT_COLUMNS).to_pylist():
+                rows_by_key.setdefault(row["chunk_key"], row)
+                ranking.append(row["chunk_key"])
+            rankings.append(ranking)
+        fused = rrf(rankings)
+        if not fused:
+            return []
+        # Only committed segments are visible: drop rows of pending or orphaned writes.
+        seg_keys = sorted({rows_by_key[k]["segment_key"] for k, _ in fused})
+        committed: dict[str, tuple[str, int, str]] = {}
+        async with self._reading() as conn:
+            for batch in _batches(seg_keys):
+                query_rows = (
+                    select(
+                        sql.segments.c.segment_key,
+                        sql.segments.c.segment_id,
+                        sql.segments.c.seq,
+                        sql.sessions.c.name,
+                    )
+                    .join(sql.sessions, sql.sessions.c.id == sql.segments.c.session_id)
+                    .join(sql.tenants, sql.tenants.c.id == sql.sessions.c.tenant_id)
+                    .where(sql.segments.c.segment_key.in_(batch), sql.tenants.c.key == tkey)
+                )
+                if not all_sessions:
+                    query_rows = query_rows.where(sql.sessions.c.key == keys.session_key(scope))
+                for seg_key, seg_id, seq, session in await conn.execute(query_rows):
+                    committed[seg_key] = (seg_id, int(seq), session)
+        vector_rank = {k: i + 1 for i, k in enumerate(rankings[0])}
+        text_rank = {k: i + 1 for i, k in enumerate(rankings[1])}
+        hits = []
+        for chunk_key, score in fused:
+            row = rows_by_key[chunk_key]
+            owner = committed.get(row["segment_key"])
+            if owner is None:
+                continue
+            seg_id, seq, session = owner
+            created = row["created_at"]
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=timezone.utc)
+            hits.append(
+                SearchHit(
+                    segment_id=seg_id,
+                    session=session,
+                    seq=seq,
+                    chunk_index=int(row["chunk_index"]),
+                    text=row["text"],
+                    kind=SegmentKind(row["kind"]),
+                    domain=row["domain"],
+                    created_at=created,
+                    score=score,
+                    vector_rank=vector_rank.get(chunk_key),
+                    text_rank=text_rank.get(chunk_key),
+                )
+            )
+            if len(hits) == limit:
+                break
+        return hits
