@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +31,7 @@ from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from refrag_agent.errors import InvalidInput, ScopeError, StoreError
+from refrag_agent.lifecycle import Opening
 from refrag_agent.model.chunker import Chunk
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 
@@ -77,7 +78,7 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin):
         *,
         encoder: EmbeddingFunction,
         settings: StoreSettings | None = None,
-    ) -> _Opening:
+    ) -> Opening[MemoryStore]:
         """The embedded store in one folder: ``timeline.sqlite3`` and ``lance/``."""
         folder = Path(path)
         try:
@@ -96,9 +97,9 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin):
         encoder: EmbeddingFunction,
         settings: StoreSettings | None = None,
         storage_options: dict[str, str] | None = None,
-    ) -> _Opening:
+    ) -> Opening[MemoryStore]:
         """A store on any SQLAlchemy async URL (aiosqlite, asyncpg) and LanceDB URI."""
-        return _Opening(
+        return Opening(
             cls._connect(
                 sql_url,
                 lance_uri,
@@ -584,30 +585,6 @@ def _empty_batch(dim: int, fingerprint: str) -> ChunkBatch:
         embeddings=np.zeros((0, dim), dtype=np.float32),
         encoder_fingerprint=fingerprint,
     )
-
-
-class _Opening:
-    """What :meth:`MemoryStore.open` returns: await it, or use it with ``async with``."""
-
-    def __init__(self, opening: Any) -> None:
-        self._opening = opening
-        self._store: MemoryStore | None = None
-
-    def __await__(self) -> Generator[Any, None, MemoryStore]:
-        return self._opening.__await__()  # type: ignore[no-any-return]
-
-    async def __aenter__(self) -> MemoryStore:
-        self._store = await self._opening
-        return self._store
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._store is not None:
-            await self._store.aclose()
 
 
 async def open_store(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +42,7 @@ from refrag_agent.layout import (
     order_segments,
     pinned_ids,
 )
+from refrag_agent.lifecycle import Opening
 from refrag_agent.memory import ChunkBatch, MemoryStore
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
@@ -147,7 +148,7 @@ class Agent:
         policy: PolicyName | ExpansionPolicy | None = None,
         pin_last_turns: int = 2,
         sampling: SamplingParams | None = None,
-    ) -> _AgentOpening:
+    ) -> Opening[Agent]:
         """Open an agent: ``await Agent.open(...)`` or ``async with Agent.open(...) as a``.
 
         ``model``: ``None`` (the bundled default), a checkpoint directory, a
@@ -157,7 +158,7 @@ class Agent:
         budget of every session (default: nothing expanded beyond the pins). ``policy``
         defaults to the checkpoint's learned policy when it has one, else "similarity".
         """
-        return _AgentOpening(
+        return Opening(
             cls._open(
                 model,
                 memory,
@@ -243,30 +244,6 @@ class Agent:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-class _AgentOpening:
-    """``Agent.open(...)``: awaitable, or an async context manager that closes the agent."""
-
-    def __init__(self, opening: Awaitable[Agent]) -> None:
-        self._opening = opening
-        self._agent: Agent | None = None
-
-    def __await__(self) -> Generator[Any, None, Agent]:
-        return self._opening.__await__()
-
-    async def __aenter__(self) -> Agent:
-        self._agent = await self._opening
-        return self._agent
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._agent is not None:
-            await self._agent.aclose()
 
 
 class Session:

@@ -15,9 +15,7 @@ encoder is the hash encoder, so search figures are the store's cost, not the enc
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from refrag_agent.bench.common import percentile, run_header, write_json
 from refrag_agent.memory import HashEncoder, MemoryStore, StoreSettings
 from refrag_agent.model.chunker import Chunk, content_hash
 from refrag_agent.timeline import Scope, Segment, SegmentKind
@@ -41,12 +40,8 @@ FULL_SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (2_000, 10_000)
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
 def _summary(ms: Sequence[float], *qs: int) -> dict[str, float]:
-    out = {f"p{q}_ms": round(_percentile(ms, q), 3) for q in qs}
+    out = {f"p{q}_ms": round(percentile(ms, q), 3) for q in qs}
     out["mean_ms"] = round(statistics.fmean(ms), 3)
     out["n"] = len(ms)
     return out
@@ -217,19 +212,12 @@ def run_store_bench(
     with tempfile.TemporaryDirectory(prefix="refrag-bench-store-") as tmp:
         measured = asyncio.run(_run(quick, chosen, Path(tmp)))
     result: dict[str, Any] = {
-        "benchmark": "store",
+        **run_header("store"),
         "quick": quick,
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
         "dim": DIM,
         "targets_ms": {"append_p99": 50, "fetch_1024_p95": 50, "search_p95_at_1M": 50},
         **measured,
     }
     _print_table(result)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2))
+    write_json(json_path, result)
     return result
