@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from refrag_agent.errors import InvalidInput, ScopeError, StoreError
-from refrag_agent.lifecycle import Opening
+from refrag_agent.lifecycle import AsyncClosing, Opening
 from refrag_agent.model.chunker import Chunk
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 
@@ -62,7 +61,7 @@ _FETCH_COLUMNS = [
 ]
 
 
-class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin):
+class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosing):
     """Segments, chunks and embeddings of every conversation, behind one async API.
 
     Open with :meth:`open` (one local folder) or :meth:`connect` (a SQLAlchemy URL and a
@@ -168,17 +167,6 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin):
         await self._housekeeper.stop()
         await self._chunks.close()
         await self._engines.dispose()
-
-    async def __aenter__(self) -> MemoryStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @property
     def closed(self) -> bool:

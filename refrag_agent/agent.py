@@ -26,7 +26,6 @@ import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, TypeAlias, Union
 
 import structlog
@@ -42,7 +41,7 @@ from refrag_agent.layout import (
     order_segments,
     pinned_ids,
 )
-from refrag_agent.lifecycle import Opening
+from refrag_agent.lifecycle import AsyncClosing, Opening
 from refrag_agent.memory import ChunkBatch, MemoryStore
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
@@ -112,7 +111,7 @@ class ReplyDone:
 StreamEvent: TypeAlias = Union[TextDelta, ToolCallEvent, ToolOutputEvent, ReplyDone]  # noqa: UP007
 
 
-class Agent:
+class Agent(AsyncClosing):
     """One model and one memory, shared by many sessions. Open with :meth:`open`."""
 
     def __init__(
@@ -233,17 +232,6 @@ class Agent:
         await self._engine.aclose()
         if self._owns_store:
             await self.store.aclose()
-
-    async def __aenter__(self) -> Agent:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class Session:

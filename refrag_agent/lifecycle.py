@@ -6,12 +6,32 @@ from collections.abc import Awaitable, Generator
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
+from typing_extensions import Self
+
 
 class Closeable(Protocol):
     async def aclose(self) -> None: ...
 
 
 T = TypeVar("T", bound=Closeable)
+
+
+class AsyncClosing:
+    """``async with obj:`` calls ``obj.aclose()`` on exit; subclasses define ``aclose``."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 class Opening(Generic[T]):
