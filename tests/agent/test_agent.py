@@ -7,7 +7,10 @@ import pytest
 
 from refrag_agent import Budget, DecoderUnavailable, InvalidInput
 from refrag_agent.agent import Agent, ReplyDone, TextDelta
+from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.model.tiny import random_decoder
+from refrag_agent.model.tokenizer import TiktokenTokenizer
 from refrag_agent.plan import PlanLog
 from refrag_agent.timeline import SegmentKind
 
@@ -158,3 +161,27 @@ async def test_learned_policy_is_the_default_when_the_model_has_one(
             assert reply.plan.policy == "learned"
     finally:
         agent_model.policy = None
+
+
+async def test_overflow_keeps_recent_segments_and_retrieves_older_ones(
+    minilm: ChunkEncoder, tmp_path: Path
+) -> None:
+    tokenizer = TiktokenTokenizer.byte_level()
+    small = RefragModel.create(
+        tokenizer=tokenizer,
+        decoder=random_decoder("llama", vocab_size=tokenizer.vocab_size, max_positions=400),
+        encoder=minilm,
+    )
+    async with Agent.open(model=small, memory=tmp_path / "m") as agent:
+        chat = agent.session(tenant="t", session="long")
+        needle = await chat.add_turn("user", "The vault combination is 31-07-1999, keep it safe.")
+        for i in range(60):
+            await chat.add_turn(
+                "assistant", f"Filler note {i}: the weather was mild and grey today."
+            )
+        plan = (await chat.respond("vault combination", max_new_tokens=8)).plan
+        assert plan.positions_fed + 8 <= 400
+        assert plan.segments_left_in_store > 0
+        used = {u.segment_id for u in plan.segments}
+        assert needle.id in used  # found by hybrid search though it is the oldest
+        assert any(u.retrieved for u in plan.segments)
