@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .heuristics import (
         AllPolicy,
         NonePolicy,
+        OraclePolicy,
         PerplexityPolicy,
         PerplexityScorer,
         RandomPolicy,
@@ -58,6 +59,7 @@ _LAZY = {
     "heuristics": (
         "AllPolicy",
         "NonePolicy",
+        "OraclePolicy",
         "PerplexityPolicy",
         "PerplexityScorer",
         "RandomPolicy",
@@ -88,6 +90,7 @@ __all__ = [
     "GRPOConfig",
     "LearnedPolicy",
     "NonePolicy",
+    "OraclePolicy",
     "PerplexityPolicy",
     "PerplexityScorer",
     "PolicyConfig",

@@ -16,7 +16,7 @@ Cost per call, at ``n`` chunks of dimension ``d``:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Literal
 
 import torch
@@ -94,6 +94,21 @@ class SimilarityPolicy:
 
     def select(self, inputs: PolicyInput, budget: Budget, /) -> Selection:
         scores = query_similarity(inputs.embeddings, inputs.query)
+        return _select_by(self.name, scores, inputs, budget)
+
+
+class OraclePolicy:
+    """Expands the chunks known to hold the answer first: an upper bound for benchmarks,
+    where the generator of the task knows where its answer is (never available serving)."""
+
+    name = "oracle"
+
+    def __init__(self, answer_chunks: Collection[int]) -> None:
+        self.answer_chunks = frozenset(answer_chunks)
+
+    def select(self, inputs: PolicyInput, budget: Budget, /) -> Selection:
+        scores = torch.zeros(inputs.n_chunks)
+        scores[[i for i in self.answer_chunks if i < inputs.n_chunks]] = 1.0
         return _select_by(self.name, scores, inputs, budget)
 
 

@@ -32,7 +32,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from refrag_agent.budget import Budget
-from refrag_agent.engine import LocalEngine, resolve_model
+from refrag_agent.engine import Engine, open_engine
 from refrag_agent.errors import InvalidInput
 from refrag_agent.layout import (
     build_layout,
@@ -118,6 +118,7 @@ class Agent(AsyncClosing):
         self,
         *,
         model: RefragModel,
+        engine: Engine,
         store: MemoryStore,
         owns_store: bool,
         budget: Budget,
@@ -133,7 +134,7 @@ class Agent(AsyncClosing):
         self.pin_last_turns = pin_last_turns
         self.sampling = sampling
         self.plan_log = plan_log
-        self._engine = LocalEngine(model)
+        self._engine = engine
         self._owns_store = owns_store
         self._closed = False
 
@@ -151,7 +152,8 @@ class Agent(AsyncClosing):
         """Open an agent: ``await Agent.open(...)`` or ``async with Agent.open(...) as a``.
 
         ``model``: ``None`` (the bundled default), a checkpoint directory, a
-        :class:`RefragModel`, or (not yet supported) an ``http://`` decoder server.
+        :class:`RefragModel`, or the ``http://`` URL of a ``refrag-agent serve`` server
+        (or a connected :class:`~refrag_agent.remote.RemoteEngine`), which then decodes.
         ``memory``: a folder for the embedded store (LanceDB + SQLite) or an open
         :class:`~refrag_agent.memory.MemoryStore`. ``budget`` is the default expansion
         budget of every session (default: nothing expanded beyond the pins). ``policy``
@@ -181,18 +183,25 @@ class Agent(AsyncClosing):
     ) -> Agent:
         if pin_last_turns < 0:
             raise InvalidInput("pin_last_turns must be >= 0", value=pin_last_turns)
-        loaded = await asyncio.to_thread(resolve_model, model)
+        loaded, engine = await open_engine(model)
         if policy is None:  # the checkpoint's learned policy, else query similarity
             policy = "learned" if loaded.policy is not None else "similarity"
-        chosen = make_policy(policy, network=loaded.policy) if isinstance(policy, str) else policy
-        if isinstance(memory, MemoryStore):
-            store, owns, plan_log = memory, False, None
-        else:
-            folder = Path(memory)
-            store = await MemoryStore.open(folder, encoder=loaded.encoder)
-            owns, plan_log = True, PlanLog(folder / PLAN_FILE)
+        try:
+            chosen = (
+                make_policy(policy, network=loaded.policy) if isinstance(policy, str) else policy
+            )
+            if isinstance(memory, MemoryStore):
+                store, owns, plan_log = memory, False, None
+            else:
+                folder = Path(memory)
+                store = await MemoryStore.open(folder, encoder=loaded.encoder)
+                owns, plan_log = True, PlanLog(folder / PLAN_FILE)
+        except BaseException:
+            await engine.aclose()  # a remote engine holds connections
+            raise
         return cls(
             model=loaded,
+            engine=engine,
             store=store,
             owns_store=owns,
             budget=budget,

@@ -54,16 +54,56 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--out-dir", type=Path, default=Path("runs/train"))
     train.add_argument("--max-steps", type=int, default=None, help="stop each stage early")
+    export = sub.add_parser("export", help="a finished run's model, policy and recipe as one dir")
+    export.add_argument("run_dir", type=Path, help="the run's --out-dir")
+    export.add_argument("dest", type=Path, help="the model directory to write")
+
+    serve = sub.add_parser("serve", help="an OpenAI-compatible server (docs/serve.md)")
+    serve.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("REFRAG_AGENT_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (default: $REFRAG_AGENT_API_KEY)",
+    )
+    serve.add_argument("--memory", type=Path, default=None, help="a store requests may refer to")
+    serve.add_argument("--name", default=None, help="model name clients send (default: dir name)")
+    serve.add_argument("--max-batch", type=int, default=16, help="rows decoded together")
+    serve.add_argument("--max-queue", type=int, default=64, help="requests waiting for a row")
+    serve.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens")
+    serve.add_argument("--max-request-s", type=float, default=300.0, help="time per request")
 
     bench = sub.add_parser("bench", help="run a benchmark; prints figures, writes JSON")
     which = bench.add_subparsers(dest="bench", required=True)
     for name, text in (
         ("latency", "TTFT and KV cache: full tokens vs compressed chunks"),
         ("store", "memory store: append, fetch and search latency"),
+        ("serve", "serving: TTFT and throughput, compressed vs full context"),
+        ("quality", "log-perplexity and memory-QA exact match (the paper's table 1)"),
+        ("policies", "expansion-policy ablation over budgets p"),
     ):
         b = which.add_parser(name, help=text)
         b.add_argument("--quick", action="store_true", help="short run")
         b.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
+    for name in ("quality", "policies"):
+        which.choices[name].add_argument(
+            "--model", default=None, help="checkpoint directory (default: bundled)"
+        )
+    every = which.add_parser("all", help="every benchmark, then plots and a summary page")
+    every.add_argument("--quick", action="store_true", help="short run (under 10 min, 2 cores)")
+    every.add_argument("--out", type=Path, default=Path("benchmarks/results"), metavar="DIR")
+    page = which.add_parser("summary", help="write the summary page from a results folder")
+    page.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        default=Path("benchmarks/results"),
+        metavar="DIR",
+        help="results folder (default: benchmarks/results)",
+    )
+    page.add_argument("--out", type=Path, default=None, help="page path (default: DIR/SUMMARY.md)")
+    page.add_argument("--plots", action="store_true", help="redraw the plots from the JSON first")
     return parser
 
 
@@ -116,6 +156,42 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out_dir=args.out_dir,
                 max_steps=args.max_steps,
             )
+        elif args.command == "export":
+            from refrag_agent.training.export import export_model
+
+            print(f"exported to {export_model(args.run_dir, args.dest)}")
+        elif args.command == "serve":
+            from refrag_agent.serve.limits import ServeLimits
+            from refrag_agent.serve.server import serve
+
+            serve(
+                args.model,
+                host=args.host,
+                port=args.port,
+                api_key=args.api_key,
+                memory=args.memory,
+                name=args.name,
+                limits=ServeLimits(
+                    max_batch=args.max_batch,
+                    max_queue=args.max_queue,
+                    max_tokens=args.max_tokens,
+                    max_request_s=args.max_request_s,
+                ),
+            )
+        elif args.bench == "serve":
+            from refrag_agent.bench.serve import run_serve_bench
+
+            run_serve_bench(quick=args.quick, json_path=args.json)
+        elif args.bench in ("quality", "policies"):
+            from refrag_agent.bench.policies import run_policies_bench
+            from refrag_agent.bench.quality import run_quality_bench
+
+            run = run_quality_bench if args.bench == "quality" else run_policies_bench
+            run(quick=args.quick, json_path=args.json, model=args.model)
+        elif args.bench in ("all", "summary"):
+            from refrag_agent.bench.all import run_bench_command
+
+            return run_bench_command(args)
         elif args.bench == "latency":
             from refrag_agent.bench.latency import run_latency_bench
 

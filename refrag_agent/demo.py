@@ -1,8 +1,10 @@
-"""``refrag-agent demo``: a long scripted conversation answered with compressed context.
+"""``refrag-agent demo``: a scripted conversation answered with compressed context.
 
-Until the trained bundled model ships, the demo builds a tiny random-weight decoder on the
-spot and says so: its answers are noise, but every figure it prints (positions fed,
-tokens held, TTFT, KV-cache bytes) is measured on the real code path.
+The script is written in the bundled model's training formats (facts said in user turns,
+tool outputs and documents, a fact updated later, a question never answered), with chat
+and a long document around them; the bundled tiny model was trained on such dialogues
+(``refrag_agent/bundled/tiny/README.md``). Each row shows the answer against the expected
+one, and what compression saved: positions fed versus tokens held, TTFT, KV-cache bytes.
 """
 
 from __future__ import annotations
@@ -28,10 +30,22 @@ if TYPE_CHECKING:
     from refrag_agent.agent import Agent, Session
 
 QUESTIONS = (
-    "What is my locker code?",
-    "When does order 7731 arrive?",
-    "How many days of leave can be carried over?",
+    ("What is my locker code?", "4821"),
+    ("Which room is the meeting in?", "12B"),
+    ("What is the wifi password?", "falcon42"),
+    ("What is my flight number?", "KL212"),
+    ("When is my dentist appointment?", "not mentioned"),
 )
+CHAT = (
+    ("How are you today?", "I'm doing well, thanks for asking."),
+    ("Can you remind me to drink water later?", "Sure, I will keep that in mind."),
+    ("The weather has been strange this week.", "It has been changing a lot lately."),
+    (
+        "I read an interesting article about bees.",
+        "Bees are fascinating; they communicate by dancing.",
+    ),
+)
+NOISE = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.")
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class DemoRow:
     """One answered question: what was held, what was fed, and what it cost."""
 
     question: str
+    expected: str
     tokens_held: int
     positions_fed: int
     chunks_expanded: int
@@ -55,39 +70,35 @@ class DemoRow:
     kv_full: int
     answer: str
 
+    @property
+    def correct(self) -> bool:
+        return self.answer.strip().lower() == self.expected.lower()
+
+
+def _chat(start: int, n: int) -> list[DemoSegment]:
+    out = []
+    for i in range(start, start + n):
+        user, assistant = CHAT[i % len(CHAT)]
+        out += [DemoSegment(SegmentKind.USER, user), DemoSegment(SegmentKind.ASSISTANT, assistant)]
+    return out
+
 
 def script() -> list[DemoSegment]:
-    """Turns, tool outputs and a document: about 6K decoder tokens in all."""
-    import textwrap
-
-    segs = [DemoSegment(SegmentKind.SYSTEM, "You are a support agent. Answer from memory.")]
-    for day in range(12):
-        segs.append(
-            DemoSegment(
-                SegmentKind.USER, f"Day {day}: the printer on floor {day % 4} jammed again."
-            )
-        )
-        segs.append(
-            DemoSegment(
-                SegmentKind.ASSISTANT,
-                f"Logged ticket T-{400 + day} for the floor {day % 4} printer.",
-            )
-        )
-    segs.append(DemoSegment(SegmentKind.USER, "My locker code is 4821, please remember it."))
-    order = {"order": 7731, "status": "shipped", "eta": "Thursday", "items": ["desk lamp", "cable"]}
-    segs.append(DemoSegment(SegmentKind.TOOL_OUTPUT, json.dumps(order)))
-    handbook = textwrap.dedent(
-        """
-        Leave policy. Employees accrue two days of leave per month. Up to five days of
-        unused leave can be carried over into the next year; the rest lapses on 31 March.
-        Requests go to the team lead at least two weeks ahead.
-        """
-    ).strip()
-    filler = " ".join(
-        f"Section {i}: facilities, badges, parking and meeting-room etiquette." for i in range(60)
-    )
-    segs.append(DemoSegment(SegmentKind.DOCUMENT, f"{filler} {handbook}"))
-    return segs
+    """Chat, five facts (one updated later) and a long document: about 1K decoder tokens."""
+    filler = [NOISE[i % len(NOISE)] for i in range(60)]
+    notes = " ".join([*filler[:30], "The wifi password is falcon42.", *filler[30:]])
+    return [
+        DemoSegment(SegmentKind.SYSTEM, "You are a helpful assistant. Answer from memory."),
+        *_chat(0, 3),
+        DemoSegment(SegmentKind.USER, "My locker code is 4821."),
+        *_chat(3, 2),
+        DemoSegment(SegmentKind.TOOL_OUTPUT, json.dumps({"note": "The meeting is in room 12B."})),
+        DemoSegment(SegmentKind.USER, "My flight number is LH417."),
+        DemoSegment(SegmentKind.DOCUMENT, f"Notes. {notes} End of notes."),
+        *_chat(1, 2),
+        DemoSegment(SegmentKind.USER, "I switched to flight KL212."),
+        *_chat(2, 1),
+    ]
 
 
 def build_model(encoder: ChunkEncoder | None = None) -> RefragModel:
@@ -110,9 +121,9 @@ async def write_script(chat: Session) -> None:
         if seg.kind is SegmentKind.SYSTEM:
             await chat.add_system(seg.text)
         elif seg.kind is SegmentKind.TOOL_OUTPUT:
-            await chat.add_tool_output("lookup_order", seg.text, domain="orders")
+            await chat.add_tool_output("lookup_calendar", seg.text, domain="calendar")
         elif seg.kind is SegmentKind.DOCUMENT:
-            await chat.add_document(seg.text, source="handbook.md", domain="policy")
+            await chat.add_document(seg.text, source="notes.md", domain="notes")
         else:
             await chat.add_turn("user" if seg.kind is SegmentKind.USER else "assistant", seg.text)
 
@@ -125,12 +136,6 @@ async def run_demo(
     max_new_tokens: int = 24,
 ) -> list[DemoRow]:
     """Write the script to a fresh memory, answer the questions; print one row each."""
-    if model is None:
-        print(
-            "note: no trained bundled model ships yet, so this demo runs a tiny random-weight "
-            "decoder built now.\n"
-            "      Its answers are noise; the figures are measured on the real code path."
-        )
     from refrag_agent.agent import Agent
 
     budget = budget or Budget(p=0.1)
@@ -145,12 +150,14 @@ async def run_demo(
                 f"wrote {len(segments)} segments ({sum(s.n_chunks for s in segments)} chunks "
                 f"of k={agent.model.k} tokens) to {folder} in {time.perf_counter() - started:.1f}s"
             )
-            rows = [await _ask(agent, chat, q, max_new_tokens) for q in QUESTIONS]
+            rows = [await _ask(agent, chat, q, a, max_new_tokens) for q, a in QUESTIONS]
     print(format_rows(rows))
     return rows
 
 
-async def _ask(agent: Agent, chat: Session, question: str, max_new_tokens: int) -> DemoRow:
+async def _ask(
+    agent: Agent, chat: Session, question: str, expected: str, max_new_tokens: int
+) -> DemoRow:
     reply = await chat.respond(question, max_new_tokens=max_new_tokens)
     plan = reply.plan
     # The baseline: the same model fed the same segments as plain tokens.
@@ -164,6 +171,7 @@ async def _ask(agent: Agent, chat: Session, question: str, max_new_tokens: int) 
     baseline = await asyncio.to_thread(model.generate, [full], SamplingParams(max_new_tokens=1))
     return DemoRow(
         question=question,
+        expected=expected,
         tokens_held=full.n_positions,
         positions_fed=plan.positions_fed,
         chunks_expanded=plan.chunks_expanded,
@@ -178,15 +186,20 @@ async def _ask(agent: Agent, chat: Session, question: str, max_new_tokens: int) 
 
 def format_rows(rows: Sequence[DemoRow]) -> str:
     head = (
-        f"{'question':<44} {'held':>6} {'fed':>5} {'expanded':>8} "
-        f"{'TTFT refrag':>11} {'TTFT full':>10} {'KV refrag':>10} {'KV full':>10}"
+        f"{'question':<33} {'answer':<14} {'expected':<14} {'held':>5} {'fed':>4} "
+        f"{'expanded':>8} {'TTFT refrag':>11} {'TTFT full':>10} {'KV refrag':>10} {'KV full':>9}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
+        answer = (r.answer.strip() or "(empty)")[:12] + (" ✓" if r.correct else " ✗")
         lines.append(
-            f"{r.question:<44} {r.tokens_held:>6} {r.positions_fed:>5} {r.chunks_expanded:>8} "
-            f"{r.ttft_compressed_ms:>9.1f}ms {r.ttft_full_ms:>8.1f}ms "
-            f"{r.kv_compressed / 1024:>6.0f} KiB {r.kv_full / 1024:>6.0f} KiB"
+            f"{r.question:<33} {answer:<14} {r.expected:<14} {r.tokens_held:>5} "
+            f"{r.positions_fed:>4} {r.chunks_expanded:>8} {r.ttft_compressed_ms:>9.1f}ms "
+            f"{r.ttft_full_ms:>8.1f}ms {r.kv_compressed / 1024:>6.0f} KiB "
+            f"{r.kv_full / 1024:>5.0f} KiB"
         )
-    lines.append("(KV-cache bytes at fp16; held = tokens in memory, fed = decoder positions)")
+    lines.append(
+        f"{sum(r.correct for r in rows)}/{len(rows)} answered as expected. KV-cache bytes at "
+        "fp16; held = tokens in memory, fed = decoder positions."
+    )
     return "\n".join(lines)

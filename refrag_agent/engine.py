@@ -7,18 +7,31 @@ only competes for the same cores, and greedy answers stay identical to sequentia
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from refrag_agent.errors import DecoderUnavailable, InvalidInput
+from refrag_agent.errors import DecoderUnavailable, InvalidInput, ModelError
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
 from refrag_agent.model.refrag import RefragModel
 
 log = structlog.get_logger(__name__)
+
+
+class Engine(Protocol):
+    """Where an agent's plans are decoded: :class:`LocalEngine` or a remote server."""
+
+    async def generate(self, plan: PlacementPlan, params: SamplingParams) -> Generation: ...
+
+    def stream(
+        self, plan: PlacementPlan, params: SamplingParams
+    ) -> AsyncIterator[TokenEvent | Generation]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class LocalEngine:
@@ -52,17 +65,33 @@ class LocalEngine:
             self._closed = True
 
 
+async def open_engine(model: Any) -> tuple[RefragModel, Engine]:
+    """The model an agent plans with and the engine that decodes its plans.
+
+    An ``http(s)://`` URL (or a connected :class:`~refrag_agent.remote.RemoteEngine`)
+    decodes on a ``refrag-agent serve`` server, with the API key from
+    ``REFRAG_AGENT_API_KEY``; anything else is loaded here (:func:`resolve_model`).
+    """
+    from refrag_agent.remote import API_KEY_ENV, RemoteEngine
+
+    if isinstance(model, str) and model.startswith(("http://", "https://")):
+        model = await RemoteEngine.connect(model, api_key=os.environ.get(API_KEY_ENV))
+    if isinstance(model, RemoteEngine):
+        return model.model, model
+    loaded = await asyncio.to_thread(resolve_model, model)
+    return loaded, LocalEngine(loaded)
+
+
 def resolve_model(model: Any) -> RefragModel:
-    """``None`` (bundled default), a checkpoint directory, a loaded model, or an http URL."""
+    """``None`` (bundled default), a checkpoint directory or a loaded model."""
     if isinstance(model, RefragModel):
         return model
     if model is None:
         return default_model()
     if isinstance(model, str) and model.startswith(("http://", "https://")):
-        raise DecoderUnavailable(
-            "remote decoder servers are not supported yet",
+        raise InvalidInput(
+            "a server URL is opened with open_engine (Agent.open does it), not loaded",
             url=model,
-            fix="pass model=None, a checkpoint directory or a RefragModel",
         )
     if isinstance(model, (str, Path)):
         return RefragModel.load(model)
@@ -72,12 +101,15 @@ def resolve_model(model: Any) -> RefragModel:
     )
 
 
-def default_model() -> RefragModel:
-    """The bundled model; until a trained one ships, a seeded random-weight tiny model."""
-    from refrag_agent.demo import build_model
+BUNDLED_MODEL = Path(__file__).parent / "bundled" / "tiny"
 
-    log.warning(
-        "no trained bundled model ships yet: using a random-weight tiny decoder",
-        consequence="answers are noise; the memory and compression path is real",
-    )
-    return build_model()
+
+def default_model() -> RefragModel:
+    """The bundled tiny model (``refrag_agent/bundled/tiny``: its README says how it was made)."""
+    if not (BUNDLED_MODEL / "refrag.json").is_file():
+        raise ModelError(
+            "the bundled model is missing from this installation",
+            path=str(BUNDLED_MODEL),
+            fix="reinstall refrag-agent, or pass model= a checkpoint directory",
+        )
+    return RefragModel.load(BUNDLED_MODEL)

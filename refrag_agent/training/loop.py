@@ -60,7 +60,7 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 DONE_FILE = "done.json"
-EVAL_STEP = 0  # the fixed batch: held-out examples of step 0's chunk count
+EVAL_BATCHES = 4  # the fixed held-out set: this many batches at the stage's largest chunk count
 
 
 def run_train(
@@ -196,7 +196,7 @@ def train_stage(
     accelerator.register_for_checkpointing(scheduler)
     cache = None if config.train_encoder else VectorCache(model.encoder)
 
-    def batch_at(step: int, split: Split) -> TrainBatch:
+    def batch_at(step: int, split: Split, n_chunks: int | None = None) -> TrainBatch:
         examples = stage_examples(
             name,
             config,
@@ -207,13 +207,18 @@ def train_stage(
             step=step,
             rank=accelerator.process_index if split == "train" else 0,
             split=split,
+            n_chunks=n_chunks,
         )
         return collate(examples, cache=cache, encoder=model.encoder).to(accelerator.device)
 
     def fixed_loss() -> float:
         # Every process evaluates (through the wrapper, as DDP/FSDP forwards are collective).
         with torch.no_grad():
-            return float(module(batch_at(EVAL_STEP, "heldout")))
+            losses = [
+                float(module(batch_at(i, "heldout", config.max_chunks)))
+                for i in range(EVAL_BATCHES)
+            ]
+            return sum(losses) / len(losses)
 
     start, before = 0, None
     if resume and (ckpt / STATE_FILE).is_file():

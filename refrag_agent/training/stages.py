@@ -21,8 +21,9 @@ Which parts train is set per stage (decoder frozen in reconstruction, as in the 
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -47,6 +48,7 @@ from refrag_agent.training.presets import StageConfig, StageName
 from refrag_agent.training.tasks import TaskExample, mixed_example
 
 IGNORE = -100
+EVERY_CHUNK = range(sys.maxsize)  # an ``expand`` that holds every chunk index
 
 
 @dataclass(frozen=True)
@@ -233,12 +235,36 @@ def cpt_example(
     return Example(tuple(prefix), tuple(texts), tuple(ids[n_chunks * k :]))
 
 
+def answer_chunks(example: TaskExample, tokenizer: Tokenizer, *, k: int) -> set[int]:
+    """Chunks (counted over the whole context) whose text overlaps a reference answer.
+
+    What an oracle expands; empty where the answer is not in the context (unanswerable
+    questions, tool calls).
+    """
+    out: set[int] = set()
+    first = 0
+    for seg in example.segments:
+        chunks = chunk_ids(tokenizer.encode(seg.text), tokenizer, k=k)
+        spans, at = [], 0
+        for c in chunks:
+            spans.append((at, at + len(c.text)))
+            at += len(c.text)
+        for ref in example.references:
+            start = seg.text.find(ref)
+            while start >= 0:
+                end = start + len(ref)
+                out.update(first + i for i, (a, b) in enumerate(spans) if a < end and start < b)
+                start = seg.text.find(ref, end)
+        first += len(chunks)
+    return out
+
+
 def layout_task(
     example: TaskExample,
     tokenizer: Tokenizer,
     *,
     k: int,
-    expand: set[int] | None = None,
+    expand: Container[int] | None = None,
     rng: np.random.Generator | None = None,
     expand_p: float = 0.0,
 ) -> tuple[Example, list[tuple[str, int]]]:
@@ -270,6 +296,20 @@ def layout_task(
     return Example(tuple(prefix), tuple(texts), tuple(target)), info
 
 
+def sft_expansion(
+    task: TaskExample, tokenizer: Tokenizer, rng: np.random.Generator, config: StageConfig, k: int
+) -> Container[int] | None:
+    """What an SFT example expands on top of the random ``expand_p``: everything (``full_p``),
+    the answer's chunks (``oracle_p``), or nothing; so the decoder learns to read the
+    answer from expanded tokens amid compressed chunks, as it will under a policy."""
+    u = rng.random()
+    if u < config.full_p:
+        return EVERY_CHUNK
+    if u < config.full_p + config.oracle_p:
+        return answer_chunks(task, tokenizer, k=k)
+    return None
+
+
 def task_size(n_chunks: int) -> int:
     """Context size knob of the task generators for about ``n_chunks`` chunks of 16."""
     return max(1, 3 * n_chunks)
@@ -286,11 +326,15 @@ def stage_examples(
     step: int,
     rank: int,
     split: Split,
+    n_chunks: int | None = None,
 ) -> list[Example]:
-    """The examples of one (step, process): a pure function of its arguments (resumable)."""
+    """The examples of one (step, process): a pure function of its arguments (resumable).
+
+    ``n_chunks`` overrides the curriculum's chunk count for the step (held-out evaluation).
+    """
     stage_id = ("pretrain", "reconstruct", "cpt", "sft", "rl").index(stage)
     rng = np.random.default_rng([seed, stage_id, step, rank, split == "heldout"])
-    n = config.n_chunks(step)
+    n = config.n_chunks(step) if n_chunks is None else n_chunks
     out = []
     for j in range(config.batch_size):
         if stage == "pretrain":
@@ -315,6 +359,9 @@ def stage_examples(
             task = mixed_example(
                 base + (step * 1_000 + rank) * config.batch_size + j, size=task_size(n)
             )
-            ex, _ = layout_task(task, tokenizer, k=k, rng=rng, expand_p=config.expand_p)
+            expand = sft_expansion(task, tokenizer, rng, config, k)
+            ex, _ = layout_task(
+                task, tokenizer, k=k, expand=expand, rng=rng, expand_p=config.expand_p
+            )
             out.append(ex)
     return out

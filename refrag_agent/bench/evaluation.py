@@ -1,0 +1,230 @@
+"""Held-out evaluation shared by ``bench quality`` and ``bench policies``.
+
+Two measures, both on data no training step saw:
+
+- **text**: log-perplexity (mean negative log-likelihood per token, nats) of the next
+  ``target_tokens`` tokens of a held-out standard-library file given the ``context_tokens``
+  before them: as tokens (full context), as compressed chunks of k (REFRAG), some chunks
+  expanded by a policy, or nothing (``<|bos|>`` only). The loss is the training loss
+  (:class:`~refrag_agent.training.stages.RefragLM`), so evaluation and training agree.
+- **memory QA**: agent-memory dialogues (facts in turns, tool outputs and documents,
+  updated facts, unanswerable questions) laid out as the SDK lays them out; the answer is
+  generated greedily and scored by exact match after trimming and case-folding.
+
+Held-out task seeds start at :data:`QA_SEED_BASE`, above every seed the training stages
+draw; held-out text comes from the files the corpus split rule holds out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from refrag_agent.budget import Budget
+from refrag_agent.errors import InvalidInput
+from refrag_agent.model.assembly import CompressedChunk, ExpandedChunk, PlacementPlan, TokenSpan
+from refrag_agent.model.chunker import chunk_ids
+from refrag_agent.model.generation import SamplingParams
+from refrag_agent.model.refrag import RefragModel
+from refrag_agent.timeline import SegmentKind
+from refrag_agent.training.data import build_corpus, tokenize_split
+from refrag_agent.training.presets import get_preset
+from refrag_agent.training.stages import (
+    Example,
+    RefragLM,
+    VectorCache,
+    answer_chunks,
+    collate,
+    layout_task,
+    task_size,
+)
+from refrag_agent.training.tasks import TaskExample, TaskName, make_example
+
+QA_SEED_BASE = 1 << 44  # above the SFT (< 2**40 + ...) and RL (2**32 + ...) seeds
+QA_TASKS: tuple[TaskName, ...] = ("memory_qa", "fact_update", "unanswerable")
+QA_SIZE = task_size(8)  # the context size the rl stage trains the policy on
+TextMode = Literal["none", "full", "compressed"]
+
+
+@dataclass(frozen=True)
+class TextWindow:
+    """Held-out context tokens and the tokens that follow them."""
+
+    context: tuple[int, ...]
+    target: tuple[int, ...]
+
+
+def model_summary(model: RefragModel, name: str) -> dict[str, Any]:
+    """What every quality figure records about the model it measured."""
+    params = sum(p.numel() for p in model.decoder.parameters())
+    params += sum(p.numel() for p in model.projector.parameters())
+    return {"name": name, "params": int(params), "k": model.k}
+
+
+def heldout_windows(
+    model: RefragModel, *, n: int, context_tokens: int, target_tokens: int, seed: int = 0
+) -> list[TextWindow]:
+    """``n`` windows from the held-out files of the bundled recipe's corpus."""
+    corpus = build_corpus(get_preset("tiny").corpus)
+    tokens = tokenize_split(corpus.heldout, model.tokenizer)
+    span = context_tokens + target_tokens
+    rng = np.random.default_rng(seed)
+    starts = rng.choice(len(tokens) - span, size=n, replace=False)
+    out = []
+    for s in sorted(int(x) for x in starts):
+        ids = [int(t) for t in tokens[s : s + span]]
+        out.append(TextWindow(tuple(ids[:context_tokens]), tuple(ids[context_tokens:])))
+    return out
+
+
+def qa_examples(n: int, *, size: int = QA_SIZE) -> list[TaskExample]:
+    """``n`` held-out memory questions, the tasks taken in turn."""
+    return [
+        make_example(QA_TASKS[i % len(QA_TASKS)], QA_SEED_BASE + i, size=size) for i in range(n)
+    ]
+
+
+def no_context(task: TaskExample) -> TaskExample:
+    """The same question with every segment taken away."""
+    return TaskExample(task.task, task.seed, (), task.question, task.answer, task.references)
+
+
+def exact_match(example: TaskExample, output: str) -> bool:
+    return output.strip().lower() == example.answer.strip().lower()
+
+
+class Evaluator:
+    """One frozen model's text log-perplexity, policy inputs and greedy answers."""
+
+    def __init__(self, model: RefragModel, *, batch_size: int = 8) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        for part in (model.decoder, model.projector, model.encoder):
+            part.requires_grad_(False).eval()
+        self.cache = VectorCache(model.encoder)
+        self._lm = RefragLM(model.decoder, model.projector, model.encoder)
+
+    @cached_property
+    def bos(self) -> int:
+        tok = self.model.tokenizer
+        return tok.special_tokens.get("<|bos|>", tok.pad_id)
+
+    # ---- text -------------------------------------------------------------------------
+
+    def chunks(self, window: TextWindow, k: int) -> list[tuple[tuple[int, ...], str]]:
+        """The context cut into chunks of ``k``: (token ids, text) each."""
+        return [(c.token_ids, c.text) for c in chunk_ids(window.context, self.model.tokenizer, k=k)]
+
+    def text_example(
+        self,
+        window: TextWindow,
+        mode: TextMode,
+        *,
+        k: int = 16,
+        expand: Container[int] = (),
+    ) -> Example:
+        if mode == "none":
+            return Example((TokenSpan((self.bos,)),), (), window.target)
+        if mode == "full":
+            return Example((TokenSpan((self.bos, *window.context)),), (), window.target)
+        prefix: list[Any] = [TokenSpan((self.bos,))]
+        texts = []
+        for i, (ids, text) in enumerate(self.chunks(window, k)):
+            prefix.append(
+                ExpandedChunk(ids, row=i) if i in expand else CompressedChunk(i, len(ids))
+            )
+            texts.append(text)
+        return Example(tuple(prefix), tuple(texts), window.target)
+
+    @torch.no_grad()
+    def log_ppl(self, examples: Sequence[Example]) -> float:
+        """Mean negative log-likelihood per target token over ``examples`` (nats)."""
+        total, count = 0.0, 0
+        for i in range(0, len(examples), self.batch_size):
+            batch = collate(
+                examples[i : i + self.batch_size], cache=self.cache, encoder=self.model.encoder
+            )
+            total += float(self._lm(batch)) * batch.n_targets
+            count += batch.n_targets
+        return total / max(1, count)
+
+    @torch.no_grad()
+    def chunk_perplexity(self, example: Example) -> torch.Tensor:
+        """``(n_chunks,)`` mean token NLL of each chunk of a fully expanded ``example``
+        given everything before it: the paper's perplexity-baseline score. It costs one
+        decoder forward pass over the uncompressed context, the prefill REFRAG avoids."""
+        ids: list[int] = []
+        spans: dict[int, tuple[int, int]] = {}
+        for p in example.prefix:
+            if isinstance(p, CompressedChunk):
+                raise InvalidInput("chunk perplexity needs every chunk expanded", row=p.row)
+            if isinstance(p, ExpandedChunk):
+                spans[p.row] = (len(ids), len(ids) + len(p.token_ids))
+            ids.extend(p.token_ids)
+        x = torch.tensor([ids])
+        logits = self.model.decoder(input_ids=x).logits[0].float()  # (T, V)
+        # Token t is predicted at column t - 1; a chunk at the very start has no first guess.
+        nll = torch.nn.functional.cross_entropy(logits[:-1], x[0, 1:], reduction="none")
+        out = [nll[max(0, a - 1) : b - 1].mean() for a, b in (spans[i] for i in sorted(spans))]
+        return torch.stack(out)
+
+    def text_policy_input(self, window: TextWindow, k: int) -> Any:
+        """The text task as a policy sees it; the query is the last chunk (what comes next
+        follows from it), as there is no question."""
+        from refrag_agent.policies import ChunkFeatures, PolicyInput
+
+        chunks = self.chunks(window, k)
+        vectors = self.cache([text for _, text in chunks])
+        features = tuple(
+            ChunkFeatures(
+                kind=SegmentKind.DOCUMENT, domain="document", n_tokens=len(ids), position=j
+            )
+            for j, (ids, _) in enumerate(chunks)
+        )
+        return PolicyInput(embeddings=vectors, query=vectors[-1], chunks=features)
+
+    # ---- memory QA --------------------------------------------------------------------
+
+    def qa_layout(self, task: TaskExample, expand: Container[int]) -> tuple[Example, Any]:
+        """The task laid out with ``expand``, and its :class:`PolicyInput`."""
+        from refrag_agent.policies import ChunkFeatures, PolicyInput
+
+        example, info = layout_task(task, self.model.tokenizer, k=self.model.k, expand=expand)
+        vectors = self.cache(list(example.chunk_texts))
+        n = len(info)
+        features = tuple(
+            ChunkFeatures(
+                kind=SegmentKind(kind), domain=kind, n_tokens=m, position=j, age=float(n - 1 - j)
+            )
+            for j, (kind, m) in enumerate(info)
+        )
+        query = self.cache([task.question])[0]
+        return example, PolicyInput(embeddings=vectors, query=query, chunks=features)
+
+    def oracle_chunks(self, task: TaskExample) -> set[int]:
+        return answer_chunks(task, self.model.tokenizer, k=self.model.k)
+
+    @torch.no_grad()
+    def answers(self, examples: Sequence[Example], *, max_new_tokens: int = 24) -> list[str]:
+        """Greedy answers, generated in batches; each stops at ``<|end|>``."""
+        params = SamplingParams(max_new_tokens=max_new_tokens, stop=("<|end|>",))
+        out: list[str] = []
+        for i in range(0, len(examples), self.batch_size):
+            plans = []
+            for ex in examples[i : i + self.batch_size]:
+                vectors = self.cache(list(ex.chunk_texts)) if ex.chunk_texts else None
+                plans.append(PlacementPlan(ex.prefix, vectors))
+            out.extend(g.text for g in self.model.generate(plans, params))
+        return out
+
+
+def select(policy: Any, inputs: Any, p: float) -> set[int]:
+    """The chunks ``policy`` expands under ``Budget(p=p)``."""
+    if p <= 0:
+        return set()
+    return set(policy.select(inputs, Budget(p=p)).chosen)

@@ -1,0 +1,109 @@
+"""Running the app: ``refrag-agent serve`` in the foreground, or a server in a thread.
+
+The foreground server binds loopback unless told otherwise, and refuses a non-loopback
+address without an API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from refrag_agent.errors import DecoderUnavailable, InvalidInput
+from refrag_agent.serve.app import RefragServer
+from refrag_agent.serve.limits import LOOPBACK, ServeLimits, is_loopback
+
+
+def serve(
+    model: Any = None,
+    *,
+    host: str = LOOPBACK,
+    port: int = 8000,
+    api_key: str | None = None,
+    memory: str | Path | None = None,
+    name: str | None = None,
+    limits: ServeLimits | None = None,
+) -> None:
+    """Load ``model`` (a checkpoint directory; ``None``: the bundled default) and serve it
+    until interrupted. ``memory``: a store folder that requests may refer to by segment."""
+    if not is_loopback(host) and not api_key:
+        raise InvalidInput(
+            "serving beyond loopback needs an API key",
+            host=host,
+            fix="pass --api-key (or set REFRAG_AGENT_API_KEY), or bind 127.0.0.1",
+        )
+    from refrag_agent.engine import resolve_model
+
+    loaded = resolve_model(model)
+    served = name or (Path(str(model)).name if model is not None else "refrag-default")
+    asyncio.run(
+        _serve(
+            RefragServer(loaded, name=served, limits=limits, api_key=api_key),
+            host=host,
+            port=port,
+            memory=memory,
+        )
+    )
+
+
+async def _serve(server: RefragServer, *, host: str, port: int, memory: str | Path | None) -> None:
+    if memory is not None:
+        from refrag_agent.memory import MemoryStore
+
+        server.memory = await MemoryStore.open(memory, encoder=server.model.encoder)
+    config = uvicorn.Config(server.app, host=host, port=port, log_level="warning")
+    print(f"serving {server.name!r} on http://{host}:{port}/v1 (Ctrl-C stops)")
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        if server.memory is not None:
+            await server.memory.aclose()
+
+
+class ServerThread:
+    """A :class:`RefragServer` on a free loopback port, in a background thread.
+
+    ``with ServerThread(server) as running: httpx.get(running.url + "/health")``; for
+    tests and benchmarks.
+    """
+
+    def __init__(self, server: RefragServer, *, host: str = LOOPBACK, start_timeout_s: float = 30):
+        self.server = server
+        self.host = host
+        self.start_timeout_s = start_timeout_s
+        config = uvicorn.Config(
+            server.app, host=host, port=0, log_level="warning", timeout_graceful_shutdown=5
+        )
+        self._uvicorn = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._uvicorn.run, name="refrag-http", daemon=True)
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + self.start_timeout_s
+        while not self._uvicorn.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise DecoderUnavailable("the server did not start", host=self.host)
+            time.sleep(0.01)
+        self.port = int(self._uvicorn.servers[0].sockets[0].getsockname()[1])
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._uvicorn.should_exit = True
+        self._thread.join(self.start_timeout_s)
+        self.server.close()

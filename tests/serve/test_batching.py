@@ -1,0 +1,67 @@
+"""DecodeBatch: rows that join mid-flight and leave early decode as they would alone."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from refrag_agent.model.assembly import PlacementPlan
+from refrag_agent.model.generation import Generation, SamplingParams
+from refrag_agent.model.refrag import RefragModel
+from refrag_agent.serve.batching import DecodeBatch, Job, JobEvent
+
+from .util import FACTS
+
+
+def plans(model: RefragModel) -> list[PlacementPlan]:
+    chunks = model.chunk(FACTS)
+    vectors = model.encode(chunks)
+    return [
+        model.plan(["<|user|>hi<|end|><|assistant|>"]),
+        model.plan(["<|user|>", (chunks, vectors, {1}), "Which room?<|end|><|assistant|>"]),
+        model.plan([f"<|user|>{FACTS}<|end|><|assistant|>"]),
+        model.plan(["<|user|>", (chunks, vectors, set()), "code?<|end|><|assistant|>"]),
+    ]
+
+
+def test_rows_join_and_leave_as_if_alone(serve_model: RefragModel) -> None:
+    todo = plans(serve_model)
+    params = [SamplingParams(max_new_tokens=n) for n in (9, 4, 3, 12)]
+    expected = [
+        serve_model.generate([p], s)[0].token_ids for p, s in zip(todo, params, strict=True)
+    ]
+    finals: dict[int, Generation] = {}
+
+    def job(i: int) -> Job:
+        def emit(event: JobEvent) -> None:
+            if isinstance(event, Generation):
+                finals[i] = event
+
+        return Job(todo[i], params[i], emit, ignore_eos=True)
+
+    batch = DecodeBatch(serve_model)
+    batch.admit([job(0), job(1)])
+    widths = []
+    for step in range(40):
+        if step == 2:
+            batch.admit([job(2)])  # joins a running batch: the caches are merged
+        if step == 5:
+            batch.admit([job(3)])
+        batch.prune(time.perf_counter())
+        if not batch.rows:
+            break
+        assert batch.cache is not None
+        widths.append(batch.cache.length)
+        batch.step()
+    assert [finals[i].token_ids for i in range(4)] == expected
+    # rows left early: the cache shrank back below its widest (leading columns cut)
+    assert min(widths[widths.index(max(widths)) :]) < max(widths)
+
+
+def test_batched_prefill_matches_single_within_rounding(serve_model: RefragModel) -> None:
+    todo = plans(serve_model)
+    together = serve_model.logits(todo)[:, -1]  # (B, V), left-padded
+    alone = torch.stack([serve_model.logits([p])[0, -1] for p in todo])
+    assert (together - alone).abs().max() < 1e-4
+    assert torch.equal(together.argmax(-1), alone.argmax(-1))

@@ -1,0 +1,43 @@
+"""``refrag-agent bench serve`` (at toy size) and the ``serve`` command's safety check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from refrag_agent.bench.serve import run_serve_bench
+from refrag_agent.cli import main
+from refrag_agent.model.encoder import ChunkEncoder
+from refrag_agent.model.tiny import random_decoder
+
+
+def test_bench_payload(tmp_path: Path, minilm: ChunkEncoder) -> None:
+    out = tmp_path / "serve.json"
+    decoder = random_decoder("llama", vocab_size=512, hidden_size=32, max_positions=1024)
+    payload = run_serve_bench(
+        quick=True,
+        json_path=out,
+        context_tokens=256,
+        max_tokens=2,
+        rounds=1,
+        decoder=decoder,
+        encoder=minilm,
+    )
+    assert json.loads(out.read_text()) == payload
+    assert set(payload) >= {"benchmark", "quick", "model", "context_tokens", "rows"}
+    assert payload["benchmark"] == "serve" and payload["context_tokens"] == 256
+    rows = payload["rows"]
+    assert [(r["mode"], r["concurrency"]) for r in rows] == [
+        (mode, c) for mode in ("compressed", "full") for c in (1, 4, 16)
+    ]
+    for r in rows:
+        assert r["requests"] == r["concurrency"]
+        assert 0 < r["ttft_p50_ms"] <= r["ttft_p99_ms"] and r["output_tokens_per_s"] > 0
+    assert set(payload["throughput_ratio"]) == {"1", "4", "16"}
+
+
+def test_serve_refuses_open_address_without_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REFRAG_AGENT_API_KEY", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
