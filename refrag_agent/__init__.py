@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         load_tokenizer,
     )
     from refrag_agent.plan import ContextPlan
+    from refrag_agent.remote import RemoteEngine
     from refrag_agent.tools import tool
 
 __version__ = "0.1.0"
@@ -64,6 +65,7 @@ _LAZY = {
     "HFTokenizer": "refrag_agent.model.tokenizer",
     "PlacementPlan": "refrag_agent.model.assembly",
     "RefragModel": "refrag_agent.model.refrag",
+    "RemoteEngine": "refrag_agent.remote",
     "SamplingParams": "refrag_agent.model.generation",
     "TiktokenTokenizer": "refrag_agent.model.tokenizer",
     "TokenEvent": "refrag_agent.model.generation",
@@ -105,6 +107,7 @@ __all__ = [
     "RefragError",
     "RefragFailure",
     "RefragModel",
+    "RemoteEngine",
     "Reply",
     "ReplyDone",
     "SamplingParams",

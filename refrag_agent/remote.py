@@ -170,6 +170,8 @@ class RemoteEngine:
                     final = _generation(event.get("refrag"), text="".join(pieces))
         except httpx.TransportError as e:
             raise DecoderUnavailable("the connection broke mid-answer", url=self.url) from e
+        except ValueError as e:  # JSONDecodeError, or a field of the wrong type
+            raise ModelError("the server sent a malformed event", url=self.url) from e
         finally:
             await response.aclose()
         if final is None:
@@ -252,8 +254,9 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 def _error(status: int, payload: dict[str, Any], *, url: str) -> RefragError:
     """A server's JSON error as the library error of the same meaning."""
-    error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
-    assert isinstance(error, dict)
+    error = payload.get("error")
+    if not isinstance(error, dict):
+        error = {}
     message = f"the server refused the call: {error.get('message', 'no details')}"
     code = error.get("code", status)
     if code in (429, 503, 504):

@@ -283,8 +283,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _parse(body: bytes) -> ChatRequest:
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(body, parse_constant=_no_constant)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ApiError(400, f"the body is not valid JSON: {e}", kind="invalid_json") from e
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object", kind="invalid_request_error")
@@ -295,6 +295,11 @@ def _parse(body: bytes) -> ChatRequest:
             f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
         )
         raise ApiError(400, f"invalid request: {problems}", kind="invalid_request_error") from e
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; Python's parser would take them."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _api_error(error: Exception) -> ApiError:

@@ -197,12 +197,20 @@ class DecodeBatch:
         return gone
 
     def _sample(self, rows: Sequence[_Row], logits: torch.Tensor) -> torch.Tensor:
-        """One token per row (B,), each with its own params; greedy rows share one argmax."""
+        """One token per row (B,), each with its own params; greedy rows share one argmax.
+
+        A row whose sampling fails (non-finite logits) ends alone: rows never share values,
+        so one request's bad input cannot spoil another's answer.
+        """
         picks = logits.argmax(dim=-1)  # (B,)
         for i, row in enumerate(rows):
             params = row.job.params
-            if params.temperature > 0:
+            if params.temperature <= 0:
+                continue
+            try:
                 picks[i] = sample_next(logits[i : i + 1], params, row.generator)[0]
+            except RuntimeError:  # non-finite logits: this row ends, the others go on
+                row.fail(JobFailed("error", "sampling failed: the logits are not finite"))
         now = time.perf_counter()
         for row, token in zip(rows, picks.tolist(), strict=True):
             if not row.done:
@@ -219,7 +227,7 @@ def _merge(old: KVCache, new: KVCache) -> KVCache:
     width = max(old.length, new.length)
 
     def pad(t: torch.Tensor, length: int) -> torch.Tensor:  # (B, H, T, D) -> (B, H, width, D)
-        return F.pad(t, (0, 0, 0, width - length))
+        return F.pad(t, (0, 0, width - length, 0))
 
     for mine, theirs in zip(_layers(old), _layers(new), strict=True):
         mine.keys = torch.cat([pad(mine.keys, old.length), pad(theirs.keys, new.length)])

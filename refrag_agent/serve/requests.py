@@ -132,7 +132,7 @@ class ChatRequest(BaseModel):
     top_p: float | None = None
     top_k: int | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
     n: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

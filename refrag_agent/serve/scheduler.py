@@ -52,7 +52,7 @@ class Counters:
     cancelled: int = 0
     failed: int = 0
     rejected: int = 0
-    batches: int = 0
+    prefills: int = 0
     max_rows: int = 0
 
 
@@ -85,10 +85,12 @@ class Ticket:
 
     async def result(self) -> Generation:
         """Wait for the whole answer."""
+        final = None
         async for event in self.events():
             if isinstance(event, Generation):
-                return event
-        raise AssertionError("a job's events end with its Generation")
+                final = event
+        assert final is not None  # events() ends with the Generation or raises
+        return final
 
     def cancel(self) -> None:
         """Stop the job (no-op once it has finished); its slot is freed."""
@@ -230,7 +232,7 @@ class Scheduler:
         try:
             if ready:
                 batch.admit(ready)
-                self.counters.batches += 1
+                self.counters.prefills += 1
             elif batch.rows:
                 batch.step()
         except Exception:  # a decoder failure ends the rows in flight, not the server

@@ -38,6 +38,9 @@ def test_bench_payload(tmp_path: Path, minilm: ChunkEncoder) -> None:
     assert set(payload["throughput_ratio"]) == {"1", "4", "16"}
 
 
-def test_serve_refuses_open_address_without_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_refuses_open_address_without_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("REFRAG_AGENT_API_KEY", raising=False)
     assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
+    assert "serving beyond loopback needs an API key" in capsys.readouterr().err

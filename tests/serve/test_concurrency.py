@@ -45,7 +45,7 @@ async def test_32_concurrent_clients_match_sequential_calls(
     together = server.scheduler.snapshot()
     assert alone["max_rows"] == 1  # one at a time: each request decoded alone
     assert together["max_rows"] > 1  # concurrently: rows decoded together
-    assert together["batches"] - alone["batches"] < len(requests)  # prefills shared too
+    assert together["prefills"] - alone["prefills"] < len(requests)  # prefills shared too
     assert together["failed"] == together["rejected"] == 0
     for one, many in zip(sequential, concurrent, strict=True):
         assert many["refrag"]["token_ids"] == one["refrag"]["token_ids"]

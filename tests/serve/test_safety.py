@@ -6,6 +6,7 @@ import base64
 import io
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ def test_hostile_tensors(client: httpx.Client, payload: dict[str, Any]) -> None:
 
 BAD_REQUESTS: dict[str, tuple[int, Any]] = {
     "malformed JSON": (400, b'{"model": "tiny", "messages": ['),
+    "NaN, which JSON lacks": (400, b'{"model": "tiny", "temperature": NaN, "messages": []}'),
     "not UTF-8": (400, b'{"model": "\xff"}'),
     "a JSON array": (400, b"[1, 2]"),
     "messages of the wrong type": (400, {"model": NAME, "messages": "hi"}),
@@ -103,6 +105,7 @@ BAD_REQUESTS: dict[str, tuple[int, Any]] = {
     "max_tokens over the limit": (400, chat("x", max_tokens=65)),
     "n=2": (400, chat("x", n=2)),
     "negative temperature": (400, chat("x", temperature=-1)),
+    "a seed out of range": (400, chat("x", seed=-1)),
     "an unknown model": (404, {**chat("x"), "model": "gpt-9"}),
     "no messages and no plan": (400, {"model": NAME, "messages": []}),
     "a budget with an unknown field": (400, chat("x", refrag={"budget": {"q": 1}})),
@@ -148,6 +151,17 @@ def test_wrong_or_missing_key(client: httpx.Client, headers: dict[str, str]) -> 
         assert response.json()["error"]["type"] == "authentication_error"
         assert response.headers["www-authenticate"] == "Bearer"
     assert httpx.get(f"{client.base_url}/health").json()["status"] == "ok"  # open to all
+
+
+def test_one_bad_row_does_not_spoil_the_others(client: httpx.Client) -> None:
+    overflow = with_embeddings(raw(2, fill=3e38))  # finite, but the projector overflows
+    hostile = {**overflow, "temperature": 1.0, "seed": 0}
+    with ThreadPoolExecutor(4) as pool:
+        bad = pool.submit(client.post, URL, json=hostile)
+        good = [pool.submit(client.post, URL, json=chat(f"question {i}")) for i in range(3)]
+        assert bad.result().status_code == 500
+        assert "sampling failed" in bad.result().json()["error"]["message"]
+        assert [g.result().status_code for g in good] == [200, 200, 200]
 
 
 def test_routes_and_methods_answer_json(client: httpx.Client) -> None:
