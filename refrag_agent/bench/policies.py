@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from refrag_agent.bench.common import run_header, write_json
+from refrag_agent.bench.common import median, run_header, write_json
 from refrag_agent.bench.evaluation import (
     QA_SIZE,
     QA_TASKS,
@@ -118,6 +118,9 @@ def run_policies_bench(
         "policies": list(policies.names()),
         "text": text,
         "memory_qa": qa,
+        "perplexity_scorer_ms_p50": round(1e3 * median(policies.scorer_seconds), 2)
+        if policies.scorer_seconds
+        else None,
     }
     result["verdicts"] = verdicts_of(result)
     print(format_policies(result))
@@ -140,5 +143,10 @@ def format_policies(result: dict[str, Any]) -> str:
         for p in result["ps"]:
             cells = " ".join(f"{at.get((n, p), float('nan')):>10.3f}" for n in names)
             lines.append(f"  {p:<6} {cells}")
+    if result["perplexity_scorer_ms_p50"] is not None:
+        lines.append(
+            "perplexity baselines cost one full-context decoder pass per example: "
+            f"p50 {result['perplexity_scorer_ms_p50']} ms"
+        )
     lines += [f"{v['status']}: {v['target']}. Ours: {v['detail']}" for v in result["verdicts"]]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ knows which chunks hold a task's answer, so it exists for memory QA only.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class PolicySet:
         self.ev = evaluator
         self.has_learned = evaluator.model.policy is not None
         self._scores: dict[tuple[str, int], torch.Tensor] = {}
+        self.scorer_seconds: list[float] = []  # one full-context decoder pass per example
 
     def names(self, *, with_oracle: bool = True) -> tuple[str, ...]:
         """The policies this model can run (``learned`` needs a trained policy network)."""
@@ -66,7 +68,9 @@ class PolicySet:
     def _perplexity(self, key: tuple[str, int], compute: Any) -> Any:
         def scorer(_inputs: Any) -> torch.Tensor:
             if key not in self._scores:
+                started = time.perf_counter()
                 self._scores[key] = compute()
+                self.scorer_seconds.append(time.perf_counter() - started)
             return self._scores[key]
 
         return scorer
