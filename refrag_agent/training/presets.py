@@ -2,7 +2,7 @@
 
 - ``tiny``: the bundled default. Own BPE vocabulary (4K merges) run by tiktoken, a
   random-init Llama of about 4.3M parameters, k = 16, MiniLM-L6 frozen; sized so the whole
-  chain runs on 2 CPU cores in about an hour (see docs/training.md for measured figures).
+  chain runs on 2 CPU cores in about 90 minutes (see docs/training.md for measured figures).
 - ``smoke``: a few steps of every stage on a toy decoder; for CI and the tests.
 - ``llama-gpu``: a real decoder from a local directory (``REFRAG_DECODER_PATH``) on GPUs:
   bf16 and FSDP through ``accelerate launch --config_file`` (the FSDP settings are in
@@ -152,7 +152,7 @@ enough for decoders up to about 3B parameters on 80 GB cards.
 
 
 def _tiny() -> Preset:
-    # Measured on 2 idle CPU cores (docs/training.md): about 55 minutes for the whole chain.
+    # Measured on 2 CPU cores (docs/training.md): 104 min with shared cores, ~88 min idle.
     return Preset(
         name="tiny",
         description="bundled default: own BPE, ~4.3M-param Llama from scratch, MiniLM frozen, k=16",
