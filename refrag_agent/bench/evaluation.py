@@ -209,6 +209,12 @@ class Evaluator:
     def oracle_chunks(self, task: TaskExample) -> set[int]:
         return answer_chunks(task, self.model.tokenizer, k=self.model.k)
 
+    def exact_match_rate(self, tasks: Sequence[TaskExample], expansions: Sequence[Any]) -> float:
+        """Share of ``tasks`` answered exactly, each laid out with its expansion."""
+        examples = [self.qa_layout(t, e)[0] for t, e in zip(tasks, expansions, strict=True)]
+        hits = [exact_match(t, a) for t, a in zip(tasks, self.answers(examples), strict=True)]
+        return round(sum(hits) / len(hits), 4)
+
     @torch.no_grad()
     def answers(self, examples: Sequence[Example], *, max_new_tokens: int = 24) -> list[str]:
         """Greedy answers, generated in batches; each stops at ``<|end|>``."""

@@ -24,7 +24,6 @@ from refrag_agent.bench.evaluation import (
     QA_SIZE,
     QA_TASKS,
     Evaluator,
-    exact_match,
     heldout_windows,
     model_summary,
     no_context,
@@ -70,14 +69,13 @@ def _qa(
     tasks = qa_examples(n, size=size)
 
     def em(expansions: list[Any]) -> float:
-        examples = [ev.qa_layout(t, e)[0] for t, e in zip(tasks, expansions, strict=True)]
-        hits = [exact_match(t, a) for t, a in zip(tasks, ev.answers(examples), strict=True)]
-        return round(sum(hits) / len(hits), 4)
+        return ev.exact_match_rate(tasks, expansions)
 
-    bounds = {"full": em([EVERY_CHUNK] * n), "none": em([()] * n)}
-    no_ctx = [ev.qa_layout(no_context(t), ())[0] for t in tasks]
-    hits = [exact_match(t, a) for t, a in zip(tasks, ev.answers(no_ctx), strict=True)]
-    bounds["no_context"] = round(sum(hits) / n, 4)
+    bounds = {
+        "full": em([EVERY_CHUNK] * n),
+        "none": em([()] * n),
+        "no_context": ev.exact_match_rate([no_context(t) for t in tasks], [()] * n),
+    }
     rows = []
     jobs = [(name, p) for p in ps for name in policies.names()]
     for name, p in tqdm(jobs, desc="policies: memory QA", leave=False):

@@ -32,13 +32,13 @@ POLICY_ORDER = (
 
 def load_bench_model(model: RefragModel | str | Path | None) -> tuple[RefragModel, str]:
     """The model a quality benchmark measures, and the name it records."""
-    if isinstance(model, RefragModel):
-        return model, "in-memory model"
-    if model is None:
-        from refrag_agent.engine import default_model
+    from refrag_agent.engine import resolve_model
 
-        return default_model(), "bundled tiny"
-    return RefragModel.load(model), str(model)
+    if isinstance(model, RefragModel):
+        name = "in-memory model"
+    else:
+        name = "bundled tiny" if model is None else str(model)
+    return resolve_model(model), name
 
 
 class PolicySet:
@@ -91,4 +91,5 @@ class PolicySet:
             ("qa", task.seed),
             lambda: self.ev.chunk_perplexity(self.ev.qa_layout(task, EVERY_CHUNK)[0]),
         )
-        return select(self._policy(name, scorer, self.ev.oracle_chunks(task)), inputs, p)
+        oracle = self.ev.oracle_chunks(task) if name == "oracle" else None
+        return select(self._policy(name, scorer, oracle), inputs, p)

@@ -23,7 +23,6 @@ from refrag_agent.bench.evaluation import (
     QA_TASKS,
     Evaluator,
     TextWindow,
-    exact_match,
     heldout_windows,
     model_summary,
     no_context,
@@ -71,25 +70,19 @@ def _text_rows(
     return [{**r, "log_ppl": round(r["log_ppl"], 4)} for r in rows]
 
 
-def _em(ev: Evaluator, tasks: list[TaskExample], expansions: list[Any]) -> float:
-    examples = [ev.qa_layout(t, e)[0] for t, e in zip(tasks, expansions, strict=True)]
-    hits = [exact_match(t, a) for t, a in zip(tasks, ev.answers(examples), strict=True)]
-    return round(sum(hits) / len(hits), 4)
-
-
 def _qa_rows(ev: Evaluator, policies: PolicySet, tasks: list[TaskExample]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
         {
             "name": "full context",
             "policy": None,
             "p": None,
-            "exact_match": _em(ev, tasks, [EVERY_CHUNK] * len(tasks)),
+            "exact_match": ev.exact_match_rate(tasks, [EVERY_CHUNK] * len(tasks)),
         },
         {
             "name": "no context",
             "policy": None,
             "p": None,
-            "exact_match": _em(ev, [no_context(t) for t in tasks], [()] * len(tasks)),
+            "exact_match": ev.exact_match_rate([no_context(t) for t in tasks], [()] * len(tasks)),
         },
     ]
     for name in tqdm(policies.names(), desc="quality: policies", leave=False):
@@ -99,7 +92,7 @@ def _qa_rows(ev: Evaluator, policies: PolicySet, tasks: list[TaskExample]) -> li
                 "name": f"k=16 {name} p={P}",
                 "policy": name,
                 "p": P,
-                "exact_match": _em(ev, tasks, chosen),
+                "exact_match": ev.exact_match_rate(tasks, chosen),
             }
         )
     return rows
