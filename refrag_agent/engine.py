@@ -12,14 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-import structlog
-
 from refrag_agent.errors import DecoderUnavailable, InvalidInput, ModelError
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
 from refrag_agent.model.refrag import RefragModel
-
-log = structlog.get_logger(__name__)
 
 
 class Engine(Protocol):
