@@ -181,13 +181,6 @@ def load_checkpoint(
         check_fingerprint("encoder", encoder.manifest, config, path=config_path)
     if decoder is None:
         decoder = load_decoder(_resolve(root, config.decoder), dtype=dtype)
-    check_fingerprint(
-        "decoder",
-        decoder_fingerprint(decoder),
-        config,
-        path=config_path,
-        fields_only=dtype is not None,
-    )
     tokenizer = load_tokenizer(_resolve(root, config.tokenizer))
     check_fingerprint("tokenizer", tokenizer_fingerprint(tokenizer), config, path=config_path)
 
@@ -202,6 +195,13 @@ def load_checkpoint(
             encoder_decoder=actual,
             fix="use the encoder and decoder this checkpoint was trained with",
         )
+    check_fingerprint(
+        "decoder",
+        decoder_fingerprint(decoder),
+        config,
+        path=config_path,
+        fields_only=dtype is not None,
+    )
     projector = Projector(config.projector)
     try:
         state = load_file(str(projector_path))

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from refrag_agent import ModelError
-from refrag_agent.model.checkpoint import PROJECTOR_FILE, load_checkpoint
-from refrag_agent.model.config import CONFIG_FILE, EncoderConfig
+from refrag_agent.model.checkpoint import PROJECTOR_FILE, load_checkpoint, upgrade_checkpoint
+from refrag_agent.model.config import CONFIG_FILE, FORMAT_VERSION, EncoderConfig
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tiny import random_decoder
@@ -43,18 +44,58 @@ def test_missing_projector(saved: Path, minilm: ChunkEncoder) -> None:
 
 
 def test_changed_projector_weights(saved: Path, minilm: ChunkEncoder) -> None:
-    with (saved / PROJECTOR_FILE).open("ab") as f:
-        f.write(b"\0")
-    with pytest.raises(ModelError, match="sha256"):
+    state = load_file(str(saved / PROJECTOR_FILE))
+    state["fc2.bias"] = state["fc2.bias"] + 1.0
+    save_file(state, str(saved / PROJECTOR_FILE))
+    with pytest.raises(ModelError, match="projector differs") as err:
         load_checkpoint(saved, encoder=minilm)
+    assert err.value.context["differs"] == ["tensor fc2.bias: values differ"]
+    assert PROJECTOR_FILE in err.value.context["fix"]
 
 
 def test_encoder_fingerprint_mismatch(saved: Path, minilm: ChunkEncoder) -> None:
     other = ChunkEncoder(minilm.model, minilm.tokenizer, EncoderConfig(pooling="cls"))
     with pytest.raises(ModelError, match="encoder differs") as err:
         load_checkpoint(saved, encoder=other)
-    assert err.value.context["path"].endswith(CONFIG_FILE) and "fix" in err.value.context
+    assert err.value.context["path"].endswith(CONFIG_FILE)
+    assert err.value.context["differs"] == ["field pooling: recorded 'mean', found 'cls'"]
+    assert "train --stage reconstruct" in err.value.context["fix"]
     assert load_checkpoint(saved, encoder=other, check_encoder=False).k == 16
+
+
+def test_changed_decoder_tensor_is_named(saved: Path, minilm: ChunkEncoder) -> None:
+    weights = saved / "decoder" / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(k for k in sorted(state) if k.endswith("mlp.up_proj.weight"))
+    state[name] = state[name] * 0.5
+    save_file(state, str(weights), metadata={"format": "pt"})
+    with pytest.raises(ModelError, match="decoder differs") as err:
+        load_checkpoint(saved, encoder=minilm)
+    assert err.value.context["differs"] == [f"tensor {name}: values differ"]
+
+
+def test_changed_tokenizer_is_named(saved: Path, minilm: ChunkEncoder) -> None:
+    path = saved / "tokenizer" / "tiktoken.json"
+    payload = json.loads(path.read_text())
+    payload["special_tokens"]["<|extra|>"] = max(payload["special_tokens"].values()) + 1
+    path.write_text(json.dumps(payload))
+    with pytest.raises(ModelError, match="tokenizer differs") as err:
+        load_checkpoint(saved, encoder=minilm)
+    assert any("vocab_size" in d for d in err.value.context["differs"])
+
+
+def test_format_1_is_still_read_and_can_be_upgraded(
+    saved: Path, minilm: ChunkEncoder, llama: RefragModel
+) -> None:
+    data = json.loads((saved / CONFIG_FILE).read_text())
+    del data["fingerprints"]
+    data.update(format_version=1, encoder_fingerprint="0" * 32, projector_sha256="0" * 64)
+    (saved / CONFIG_FILE).write_text(json.dumps(data))
+    assert load_checkpoint(saved, encoder=minilm).config.fingerprints == {}
+    upgraded = upgrade_checkpoint(saved)
+    assert upgraded.format_version == FORMAT_VERSION == 2
+    assert upgraded.fingerprints["encoder"]["digest"] == minilm.fingerprint
+    assert load_checkpoint(saved, encoder=minilm).config == llama.config
 
 
 def test_wrong_dimensions(saved: Path, minilm: ChunkEncoder, byte_tokenizer) -> None:  # type: ignore[no-untyped-def]

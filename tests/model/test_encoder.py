@@ -39,6 +39,34 @@ def test_fingerprint_tracks_weights_and_config(tiny_bert_dir: Path) -> None:
     assert enc.fingerprint != before
 
 
+def test_fingerprint_ignores_library_version_and_new_defaults(tiny_bert_dir: Path) -> None:
+    # A transformers release stamps its version into every config and may add defaults;
+    # neither changes what the encoder computes, so neither may change the fingerprint.
+    enc = ChunkEncoder.load(EncoderConfig(path=str(tiny_bert_dir)))
+    before = enc.fingerprint
+    moved = ChunkEncoder.load(EncoderConfig(path=str(tiny_bert_dir)))
+    moved.model.config.transformers_version = "99.0.0"
+    moved.model.config.some_default_a_future_release_adds = {"enabled": True}
+    moved.model.config._name_or_path = "/somewhere/else"
+    assert moved.fingerprint == before
+    moved.model.config.hidden_act = "relu"  # this one changes the computation
+    moved.invalidate_fingerprint()
+    assert moved.fingerprint != before
+    assert moved.manifest.differences(enc.manifest) == [
+        "field hidden_act: recorded 'gelu', found 'relu'"
+    ]
+
+
+def test_bundled_fingerprint_is_stable_on_this_install() -> None:
+    # The bundled checkpoint was stamped under one transformers release and must load
+    # under every release the dependency range admits.
+    from refrag_agent.engine import BUNDLED_MODEL
+    from refrag_agent.model.config import RefragConfig
+
+    recorded = RefragConfig.read(BUNDLED_MODEL).fingerprints["encoder"]["digest"]
+    assert ChunkEncoder.load().fingerprint == recorded
+
+
 def test_missing_encoder_directory(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as err:
         ChunkEncoder.load(EncoderConfig(path=str(tmp_path / "nope")))
