@@ -22,11 +22,13 @@ from typing import Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
+from refrag_agent.template import REFRAG_TEMPLATE
+
 from .registry import Toolbox
 
-CALL_START = "<|tool_call|>"
-OUTPUT_START = "<|tool_output|>"
-END = "<|end|>"
+CALL_START = REFRAG_TEMPLATE.tool_call
+OUTPUT_START = REFRAG_TEMPLATE.tool_output
+END = REFRAG_TEMPLATE.end
 
 MalformedReason: TypeAlias = Literal["bad_json", "missing_name", "unknown_tool", "bad_arguments"]
 """Why a call could not be run: the ``type`` of its error output."""

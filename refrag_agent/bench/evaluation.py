@@ -26,11 +26,13 @@ import numpy as np
 import torch
 
 from refrag_agent.budget import Budget
+from refrag_agent.context import ChunkSlot, ContextSegment, draft, policy_input
 from refrag_agent.errors import InvalidInput
 from refrag_agent.model.assembly import CompressedChunk, ExpandedChunk, PlacementPlan, TokenSpan
 from refrag_agent.model.chunker import chunk_ids
 from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import SegmentKind
 from refrag_agent.training.data import build_corpus, tokenize_split
 from refrag_agent.training.presets import get_preset
@@ -112,7 +114,7 @@ class Evaluator:
     @cached_property
     def bos(self) -> int:
         tok = self.model.tokenizer
-        return tok.special_tokens.get("<|bos|>", tok.pad_id)
+        return tok.special_tokens.get(REFRAG_TEMPLATE.bos, tok.pad_id)
 
     # ---- text -------------------------------------------------------------------------
 
@@ -176,35 +178,21 @@ class Evaluator:
     def text_policy_input(self, window: TextWindow, k: int) -> Any:
         """The text task as a policy sees it; the query is the last chunk (what comes next
         follows from it), as there is no question."""
-        from refrag_agent.policies import ChunkFeatures, PolicyInput
-
         chunks = self.chunks(window, k)
         vectors = self.cache([text for _, text in chunks])
-        features = tuple(
-            ChunkFeatures(
-                kind=SegmentKind.DOCUMENT, domain="document", n_tokens=len(ids), position=j
-            )
-            for j, (ids, _) in enumerate(chunks)
-        )
-        return PolicyInput(embeddings=vectors, query=vectors[-1], chunks=features)
+        slots = tuple(ChunkSlot(ids, len(ids), j, text) for j, (ids, text) in enumerate(chunks))
+        document = ContextSegment("text", SegmentKind.DOCUMENT, "document", 0, slots)
+        d = draft([document], template=REFRAG_TEMPLATE, tokenizer=self.model.tokenizer)
+        return policy_input(d, vectors, vectors[-1])
 
     # ---- memory QA --------------------------------------------------------------------
 
     def qa_layout(self, task: TaskExample, expand: Container[int]) -> tuple[Example, Any]:
         """The task laid out with ``expand``, and its :class:`PolicyInput`."""
-        from refrag_agent.policies import ChunkFeatures, PolicyInput
-
-        example, info = layout_task(task, self.model.tokenizer, k=self.model.k, expand=expand)
+        example, d = layout_task(task, self.model.tokenizer, k=self.model.k, expand=expand)
         vectors = self.cache(list(example.chunk_texts))
-        n = len(info)
-        features = tuple(
-            ChunkFeatures(
-                kind=SegmentKind(kind), domain=kind, n_tokens=m, position=j, age=float(n - 1 - j)
-            )
-            for j, (kind, m) in enumerate(info)
-        )
         query = self.cache([task.question])[0]
-        return example, PolicyInput(embeddings=vectors, query=query, chunks=features)
+        return example, policy_input(d, vectors, query)
 
     def oracle_chunks(self, task: TaskExample) -> set[int]:
         return answer_chunks(task, self.model.tokenizer, k=self.model.k)
@@ -218,7 +206,7 @@ class Evaluator:
     @torch.no_grad()
     def answers(self, examples: Sequence[Example], *, max_new_tokens: int = 24) -> list[str]:
         """Greedy answers, generated in batches; each stops at ``<|end|>``."""
-        params = SamplingParams(max_new_tokens=max_new_tokens, stop=("<|end|>",))
+        params = SamplingParams(max_new_tokens=max_new_tokens, stop=REFRAG_TEMPLATE.stop)
         out: list[str] = []
         for i in range(0, len(examples), self.batch_size):
             plans = []

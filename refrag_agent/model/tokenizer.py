@@ -16,21 +16,11 @@ import tiktoken
 
 from refrag_agent.errors import ModelError
 from refrag_agent.model.fingerprint import TOKENIZER_PROBE, Fingerprint, ids_digest
+from refrag_agent.template import REFRAG_TEMPLATE
 
 TIKTOKEN_FILE = "tiktoken.json"
-# Special tokens of the bundled decoder's chat template.
-DEFAULT_SPECIALS = (
-    "<|bos|>",
-    "<|eos|>",
-    "<|pad|>",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|tool_call|>",
-    "<|tool_output|>",
-    "<|document|>",
-    "<|end|>",
-)
+# Special tokens of the bundled decoder's chat template, in id order.
+DEFAULT_SPECIALS = REFRAG_TEMPLATE.special_tokens
 # GPT-2 style pre-tokenisation: words, numbers, punctuation runs, whitespace.
 PRETOKENIZE_PATTERN = (
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -105,12 +95,12 @@ class TiktokenTokenizer:
 
     @property
     def eos_id(self) -> int | None:
-        return self.special_tokens.get("<|eos|>")
+        return self.special_tokens.get(REFRAG_TEMPLATE.eos)
 
     @property
     def pad_id(self) -> int:
         specials = self.special_tokens
-        return specials.get("<|pad|>", specials.get("<|eos|>", 0))
+        return specials.get(REFRAG_TEMPLATE.pad, specials.get(REFRAG_TEMPLATE.eos, 0))
 
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
         if allow_special:

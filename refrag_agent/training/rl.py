@@ -19,9 +19,9 @@ import torch
 from accelerate import Accelerator
 
 from refrag_agent.budget import Budget
+from refrag_agent.context import policy_input
 from refrag_agent.errors import InvalidInput
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.timeline import SegmentKind
 from refrag_agent.training.presets import Preset, StageConfig
 from refrag_agent.training.stages import RefragLM, VectorCache, collate, layout_task, task_size
 from refrag_agent.training.tasks import TaskExample, TaskName, mixed_example
@@ -41,7 +41,6 @@ def train_rl(
     max_steps: int | None = None,
 ) -> dict[str, Any]:
     from refrag_agent.policies import (
-        ChunkFeatures,
         Episode,
         GRPOConfig,
         PolicyConfig,
@@ -70,14 +69,10 @@ def train_rl(
 
     def episodes(i: int) -> Episode:
         task = mixed_example(EPISODE_SEED_BASE + i, size=size, tasks=RL_TASKS)
-        example, info = layout_task(task, model.tokenizer, k=k, expand=set())
+        example, d = layout_task(task, model.tokenizer, k=k, expand=set())
         vectors = cache(list(example.chunk_texts))  # (n, enc_dim)
         query = cache([task.question])[0]  # (enc_dim,)
-        features = tuple(
-            ChunkFeatures(kind=SegmentKind(kind), domain=kind, n_tokens=n, position=j)
-            for j, (kind, n) in enumerate(info)
-        )
-        inputs = PolicyInput(embeddings=vectors, query=query, chunks=features)
+        inputs = policy_input(d, vectors, query)  # the SDK's features, age included
         # Keyed by identity (the inputs hold tensors); bounded, and kept alive while held.
         live[id(inputs)] = (inputs, task)
         while len(live) > 256:

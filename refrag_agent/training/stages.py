@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from refrag_agent.context import ChunkSlot, ContextSegment, Draft, draft, place
 from refrag_agent.model.assembly import (
     CompressedChunk,
-    ExpandedChunk,
     Placement,
     PlacementPlan,
     TokenSpan,
@@ -43,6 +43,8 @@ from refrag_agent.model.chunker import chunk_ids
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tokenizer import Tokenizer
+from refrag_agent.template import REFRAG_TEMPLATE
+from refrag_agent.timeline import SegmentKind
 from refrag_agent.training.data import Split
 from refrag_agent.training.presets import StageConfig, StageName
 from refrag_agent.training.tasks import TaskExample, mixed_example
@@ -259,6 +261,16 @@ def answer_chunks(example: TaskExample, tokenizer: Tokenizer, *, k: int) -> set[
     return out
 
 
+def task_segments(example: TaskExample, tokenizer: Tokenizer, *, k: int) -> list[ContextSegment]:
+    """A task's segments as the context builder takes them; ``seq`` is their order."""
+    out = []
+    for j, seg in enumerate(example.segments):
+        chunks = chunk_ids(tokenizer.encode(seg.text), tokenizer, k=k)
+        slots = tuple(ChunkSlot(c.token_ids, c.n_tokens, c.index, c.text) for c in chunks)
+        out.append(ContextSegment(f"s{j}", SegmentKind(seg.kind), seg.kind, j, slots))
+    return out
+
+
 def layout_task(
     example: TaskExample,
     tokenizer: Tokenizer,
@@ -267,33 +279,29 @@ def layout_task(
     expand: Container[int] | None = None,
     rng: np.random.Generator | None = None,
     expand_p: float = 0.0,
-) -> tuple[Example, list[tuple[str, int]]]:
-    """Lay a task out as the SDK does: ``<|kind|>`` chunks ``<|end|>`` ..., then the question.
+) -> tuple[Example, Draft]:
+    """Lay a task out with the SDK's context builder, then the question.
 
     Chunk ``i`` (counted over the whole context) goes in as tokens when it is in
     ``expand``, or with probability ``expand_p``; otherwise compressed. Returns the
-    example and each chunk's (segment kind, token count): the policy's features.
+    example and its draft (whose :func:`chunk_features` the policy reads).
     """
-    prefix: list[Placement] = []
-    texts: list[str] = []
-    info: list[tuple[str, int]] = []
-    for seg in example.segments:
-        prefix.append(TokenSpan(tuple(tokenizer.encode(f"<|{seg.kind}|>", allow_special=True))))
-        for c in chunk_ids(tokenizer.encode(seg.text), tokenizer, k=k):
-            i = len(texts)
-            chosen = (expand is not None and i in expand) or (
-                rng is not None and expand_p > 0 and rng.random() < expand_p
-            )
-            prefix.append(
-                ExpandedChunk(c.token_ids, row=i) if chosen else CompressedChunk(i, c.n_tokens)
-            )
-            texts.append(c.text)
-            info.append((seg.kind, c.n_tokens))
-        prefix.append(TokenSpan(tuple(tokenizer.encode("<|end|>", allow_special=True))))
-    question = f"<|user|>{example.question}<|end|><|assistant|>"
-    prefix.append(TokenSpan(tuple(tokenizer.encode(question, allow_special=True))))
-    target = tokenizer.encode(f"{example.answer}<|end|>", allow_special=True)
-    return Example(tuple(prefix), tuple(texts), tuple(target)), info
+    segments = task_segments(example, tokenizer, k=k)
+    d = draft(
+        segments,
+        template=REFRAG_TEMPLATE,
+        tokenizer=tokenizer,
+        suffix=REFRAG_TEMPLATE.question(example.question),
+    )
+    chosen = {
+        i
+        for i in range(len(d.chunks))
+        if (expand is not None and i in expand)
+        or (rng is not None and expand_p > 0 and rng.random() < expand_p)
+    }
+    texts = tuple(c.text for c in d.chunks)
+    target = tokenizer.encode(REFRAG_TEMPLATE.answer(example.answer), allow_special=True)
+    return Example(place(d, chosen).placements, texts, tuple(target)), d
 
 
 def sft_expansion(
@@ -338,7 +346,7 @@ def stage_examples(
     out = []
     for j in range(config.batch_size):
         if stage == "pretrain":
-            bos = tokenizer.special_tokens.get("<|bos|>", tokenizer.pad_id)
+            bos = tokenizer.special_tokens.get(REFRAG_TEMPLATE.bos, tokenizer.pad_id)
             out.append(pretrain_example(tokens, rng, seq_len=config.seq_len, bos=bos))
         elif stage == "reconstruct":
             out.append(reconstruct_example(tokens, rng, n_chunks=n, k=k, tokenizer=tokenizer))

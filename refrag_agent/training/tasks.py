@@ -36,6 +36,7 @@ from typing import Literal, get_args
 from typing_extensions import assert_never
 
 from refrag_agent.errors import InvalidInput
+from refrag_agent.template import REFRAG_TEMPLATE
 
 TaskName = Literal[
     "niah_single",
@@ -260,7 +261,7 @@ def _tool_call(rng: random.Random, size: int) -> tuple[list[Segment], str, str, 
     arg, choices = _TOOLS[name]
     value = rng.choice(choices) if choices else str(rng.randint(1000, 9999))
     call = tool_call_text(name, {arg: value})
-    answer = f"<|tool_call|>{call}"
+    answer = f"{REFRAG_TEMPLATE.tool_call}{call}"
     return segments, _TOOL_QUESTIONS[name].format(v=value), answer, (call,)
 
 
