@@ -100,12 +100,12 @@ def prefill(decoder: Any, batch: AssembledBatch) -> tuple[torch.Tensor, KVCache]
         inputs_embeds=batch.inputs_embeds,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
-        past_key_values=_empty_cache(decoder),
+        cache=_empty_cache(decoder),  # `past_key_values` before transformers 5.24
         use_cache=True,
         logits_to_keep=1,  # never materialise (B, T, V) logits for a long prompt
     )
     next_positions = batch.position_ids[:, -1] + 1  # (B,)
-    return out.logits[:, -1], KVCache(out.past_key_values, batch.attention_mask, next_positions)
+    return out.logits[:, -1], KVCache(out.cache, batch.attention_mask, next_positions)
 
 
 @torch.inference_mode()
@@ -116,11 +116,11 @@ def decode_step(decoder: Any, token_ids: torch.Tensor, cache: KVCache) -> torch.
         input_ids=token_ids.unsqueeze(1),  # (B, 1)
         attention_mask=cache.attention_mask,
         position_ids=(cache.next_positions - 1).unsqueeze(1),  # (B, 1)
-        past_key_values=cache.past,
+        cache=cache.past,
         use_cache=True,
         logits_to_keep=1,
     )
-    cache.past = out.past_key_values
+    cache.past = out.cache
     return out.logits[:, -1]
 
 
