@@ -26,14 +26,16 @@ CHILD = Path(__file__).with_name("_child.py")
 
 def _spawn(mode: str, folder: Path, scope: Scope, count: int) -> subprocess.Popen[str]:
     folder.mkdir(parents=True, exist_ok=True)
-    log = open(folder / f"child-{time.monotonic_ns()}.log", "w")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), mode, str(folder), scope.tenant, scope.session, str(count)],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    args = [str(CHILD), mode, str(folder), scope.tenant, scope.session, str(count)]
+    # The child holds its own copy of the log's descriptor: ours closes once it has started.
+    with open(folder / f"child-{time.monotonic_ns()}.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 def _wait_ready(child: subprocess.Popen[str]) -> None:
