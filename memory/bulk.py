@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
-import structlog
 from sqlalchemy import delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
@@ -22,8 +21,6 @@ from .core import StoreCore, _batches
 from .encoding import FloatArray, as_embeddings
 from .records import AppendResult
 from .validation import check_segment
-
-log = structlog.get_logger(__name__)
 
 
 class BulkMixin(StoreCore):

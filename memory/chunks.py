@@ -18,15 +18,15 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
-import structlog
 from lancedb.index import FTS, Bitmap, BTree, IvfPq
 
 from refrag_agent.errors import InvalidInput, StoreError
+from refrag_agent.logs import get_logger
 from refrag_agent.model.chunker import Chunk
 
 from .encoding import FloatArray
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 TABLE = "chunks"
 # High-cardinality keys get B-trees; low-cardinality ones (every query filters on the tenant
@@ -157,11 +157,12 @@ def rows_from_arrays(
 class ChunkTable:
     """The chunk rows of one store, on a LanceDB table."""
 
-    def __init__(self, db: Any, table: Any, *, dim: int, uri: str) -> None:
+    def __init__(self, db: Any, table: Any, *, dim: int, uri: str, read_only: bool = False) -> None:
         self._db = db
         self._table = table
         self.dim = dim
         self.uri = uri
+        self.read_only = read_only
         self._waiting: list[tuple[pa.Table, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._has_fts = False
@@ -175,7 +176,13 @@ class ChunkTable:
         dim: int,
         storage_options: dict[str, str] | None = None,
         read_consistency: timedelta | None = timedelta(0),
+        read_only: bool = False,
     ) -> ChunkTable:
+        """Open the chunk table at ``uri``, creating it unless ``read_only``.
+
+        A read-only table creates nothing, indexes included: text search sees only what
+        was indexed by a writable store.
+        """
         try:
             db = await lancedb.connect_async(
                 uri, storage_options=storage_options, read_consistency_interval=read_consistency
@@ -183,6 +190,8 @@ class ChunkTable:
             try:
                 table = await db.open_table(TABLE)
             except ValueError:
+                if read_only:
+                    raise
                 table = await db.create_table(TABLE, schema=chunk_schema(dim), exist_ok=True)
             schema = await table.schema()
         except Exception as e:
@@ -195,7 +204,7 @@ class ChunkTable:
                 store_dim=width,
                 uri=uri,
             )
-        return cls(db, table, dim=dim, uri=uri)
+        return cls(db, table, dim=dim, uri=uri, read_only=read_only)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -314,7 +323,7 @@ class ChunkTable:
     async def _fts_ready(self) -> bool:
         names = {tuple(ix.columns): ix.index_type for ix in await self._table.list_indices()}
         self._has_fts = names.get(("text",)) in ("FTS", "INVERTED")
-        if not self._has_fts and await self.count() > 0:
+        if not self._has_fts and not self.read_only and await self.count() > 0:
             await self.ensure_indexes(ann_min_rows=None)
         return self._has_fts
 

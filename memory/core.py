@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import structlog
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from refrag_agent.errors import InvalidInput, ScopeError, StoreError
+from refrag_agent.logs import get_logger
 from refrag_agent.model.chunker import Chunk
 from refrag_agent.timeline import Scope, Segment
 
@@ -37,7 +37,7 @@ from .housekeeping import Housekeeper
 from .records import AppendResult, MaintenanceReport
 from .settings import StoreSettings
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 _IN_BATCH = 900
@@ -78,12 +78,14 @@ class StoreCore:
         encoder: EmbeddingFunction,
         settings: StoreSettings,
         schema_version: int,
+        read_only: bool = False,
     ) -> None:
         self._engines = engines
         self._chunks = chunks
         self.encoder = encoder
         self.settings = settings
         self.schema_version = schema_version
+        self.read_only = read_only
         self._encoder_key = keys.encoder_key(encoder.fingerprint)
         self._cache = EmbeddingCache(settings.embedding_cache_size)
         self._write_lock = asyncio.Lock()
@@ -100,11 +102,19 @@ class StoreCore:
         if self._closed:
             raise InvalidInput("the memory store is closed")
 
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise InvalidInput(
+                "this memory store was opened read-only",
+                fix="open it with MemoryStore.open(path, encoder=...) to write",
+            )
+
     # -- SQL helpers ----------------------------------------------------------------------
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction; in-process writers queue on a lock first (see sql.py)."""
+        self._check_writable()
         async with self._write_lock:
             try:
                 async with self._engines.writer.begin() as conn:
@@ -122,31 +132,41 @@ class StoreCore:
         except SQLAlchemyError as e:
             raise StoreError("SQL read failed") from e
 
-    async def _session_id(self, scope: Scope) -> int:
+    async def _find_session(self, scope: Scope) -> int | None:
+        """The session's row id; None for a scope never created (reads see it empty)."""
         async with self._reading() as conn:
             row = (
                 await conn.execute(
                     select(sql.sessions.c.id).where(sql.sessions.c.key == keys.session_key(scope))
                 )
             ).scalar_one_or_none()
-        if row is None:
+        return None if row is None else int(row)
+
+    async def _session_id(self, scope: Scope) -> int:
+        """The session's row id, for writes: an unknown scope is a ``ScopeError``."""
+        session_id = await self._find_session(scope)
+        if session_id is None:
             raise ScopeError(
                 "unknown scope: create it with create_scope() first",
                 tenant=scope.tenant[:64],
                 session=scope.session[:64],
             )
-        return int(row)
+        return session_id
 
-    async def _tenant_id(self, tenant: str) -> int:
+    async def _find_tenant(self, tenant: str) -> int | None:
         async with self._reading() as conn:
             row = (
                 await conn.execute(
                     select(sql.tenants.c.id).where(sql.tenants.c.key == keys.tenant_key(tenant))
                 )
             ).scalar_one_or_none()
-        if row is None:
+        return None if row is None else int(row)
+
+    async def _tenant_id(self, tenant: str) -> int:
+        tenant_id = await self._find_tenant(tenant)
+        if tenant_id is None:
             raise ScopeError("unknown tenant", tenant=tenant[:64])
-        return int(row)
+        return tenant_id
 
     @staticmethod
     def _digest(segment: Segment, chunks: Sequence[Chunk]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -29,6 +30,20 @@ class EmbeddingFunction(Protocol):
     dim: int
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
+@dataclass
+class NoEncoder:
+    """The encoder of a store opened read-only: the stored width, no weights to encode with."""
+
+    dim: int
+    fingerprint: str = "none"
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        raise InvalidInput(
+            "this memory store was opened read-only, without an encoder",
+            fix="open it with MemoryStore.open(path, encoder=...) to embed text",
+        )
 
 
 def as_embeddings(value: Any, *, n: int, dim: int, what: str = "embeddings") -> FloatArray:

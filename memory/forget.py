@@ -8,18 +8,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import structlog
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from refrag_agent.errors import StoreError
+from refrag_agent.logs import get_logger
 from refrag_agent.timeline import Scope
 
 from . import keys, sql
 from .core import _LEVEL_COLUMN, StoreCore
 from .validation import check_tenant, check_text
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class ForgetMixin(StoreCore):

@@ -11,9 +11,9 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
+from refrag_agent.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class Housekeeper:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyarrow as pa
-import structlog
 
+from refrag_agent.logs import get_logger
 from refrag_agent.timeline import Scope
 
 from . import keys
 from .chunks import ChunkTable, chunk_schema
 from .core import StoreCore
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class ReencodeMixin(StoreCore):

@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 import pyarrow as pa
-import structlog
 from sqlalchemy import select
 
 from refrag_agent.errors import InvalidInput
@@ -19,8 +18,6 @@ from . import keys, sql
 from .core import StoreCore, _batches
 from .records import SearchHit
 from .validation import check_text
-
-log = structlog.get_logger(__name__)
 
 RRF_K = 60
 _HIT_COLUMNS = ["chunk_key", "segment_key", "chunk_index", "text", "kind", "domain", "created_at"]
@@ -64,13 +61,16 @@ class SearchMixin(StoreCore):
             raise InvalidInput("limit must be in [1, 1000]", limit=limit)
         if mode not in ("hybrid", "vector", "text"):
             raise InvalidInput("unknown search mode", mode=mode)
-        if all_sessions:
-            await self._tenant_id(scope.tenant)
-        else:
-            await self._session_id(scope)
         tkey = keys.tenant_key(scope.tenant)
         kind_list = None if kinds is None else [SegmentKind(k) for k in kinds]
         domain_list = None if domains is None else [keys.domain_key(d) for d in domains]
+        # An unknown scope (or tenant) holds nothing: reads see it empty.
+        if all_sessions:
+            found = await self._find_tenant(scope.tenant)
+        else:
+            found = await self._find_session(scope)
+        if found is None:
+            return []
         base = keys.all_of(
             keys.eq("tenant_key", tkey),
             None if all_sessions else keys.eq("session_key", keys.session_key(scope)),

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import structlog
 from sqlalchemy import (
     JSON,
     Column,
@@ -36,8 +35,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import TypeDecorator
 
 from refrag_agent.errors import StoreError
+from refrag_agent.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SCHEMA_VERSION = 2
 
@@ -254,9 +254,27 @@ async def ensure_schema(engines: Engines, *, dim: int) -> int:
         return int(version)
 
 
-async def stored_dim(engines: Engines) -> int | None:
+async def read_schema(engines: Engines) -> tuple[int, int] | None:
+    """(schema version, embedding width) of an existing timeline, changing nothing.
+
+    None when the database holds no timeline. A version other than :data:`SCHEMA_VERSION`
+    is a ``StoreError``: only a writable open migrates.
+    """
     async with engines.reader.connect() as conn:
-        value = (
+        has_version = await conn.run_sync(
+            lambda c: inspect(c).has_table(schema_version.name, schema=engines.schema)
+        )
+        if not has_version:
+            return None
+        version = (await conn.execute(select(schema_version.c.version))).scalar_one()
+        dim = (
             await conn.execute(select(store_meta.c.value).where(store_meta.c.key == "dim"))
         ).scalar_one_or_none()
-    return int(value) if value is not None else None
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            "the SQL timeline has another schema version",
+            found=version,
+            supported=SCHEMA_VERSION,
+            fix="open it once with MemoryStore.open(path, encoder=...), which migrates it",
+        )
+    return None if dim is None else (int(version), int(dim))

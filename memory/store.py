@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import structlog
 from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from refrag_agent.errors import InvalidInput, ScopeError, StoreError
 from refrag_agent.lifecycle import AsyncClosing, Opening
+from refrag_agent.logs import get_logger
 from refrag_agent.model.chunker import Chunk
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 
@@ -38,7 +38,7 @@ from . import keys, sql
 from .bulk import BulkMixin
 from .chunks import ChunkTable, build_rows
 from .core import _batches, _vectors
-from .encoding import EmbeddingFunction, as_embeddings
+from .encoding import EmbeddingFunction, NoEncoder, as_embeddings
 from .forget import ForgetMixin
 from .records import AppendResult, ChunkBatch, MaintenanceReport, StoreStats
 from .reencode import ReencodeMixin
@@ -46,7 +46,7 @@ from .search import SearchMixin
 from .settings import StoreSettings
 from .validation import check_segment, check_tenant, check_text
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SQLITE_FILE = "timeline.sqlite3"
 LANCE_DIR = "lance"
@@ -84,8 +84,22 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError("cannot create the store folder", path=str(folder)) from e
-        url = f"sqlite+aiosqlite:///{(folder / SQLITE_FILE).resolve()}"
-        return cls.connect(url, str(folder / LANCE_DIR), encoder=encoder, settings=settings)
+        return cls.connect(
+            _sqlite_url(folder), str(folder / LANCE_DIR), encoder=encoder, settings=settings
+        )
+
+    @classmethod
+    def open_read_only(
+        cls, path: str | Path, *, settings: StoreSettings | None = None
+    ) -> Opening[MemoryStore]:
+        """An existing embedded store, to read without loading an encoder; nothing is written.
+
+        Timelines, segments, sessions, stats and text search (over what a writable store
+        indexed) work; writes and what needs the encoder (vector search, ``fetch``) raise
+        ``InvalidInput``. A folder that holds no store raises ``InvalidInput`` ("no memory
+        in ...") and is not created.
+        """
+        return Opening(cls._connect_read_only(Path(path), settings or StoreSettings()))
 
     @classmethod
     def connect(
@@ -133,16 +147,11 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
                 raise StoreError(
                     "cannot open the SQL timeline", url=engines.url.render_as_string()
                 ) from e
-            consistency = (
-                None
-                if settings.read_consistency_s is None
-                else timedelta(seconds=settings.read_consistency_s)
-            )
             chunks = await ChunkTable.open(
                 lance_uri,
                 dim=encoder.dim,
                 storage_options=storage_options,
-                read_consistency=consistency,
+                read_consistency=_consistency(settings),
             )
         except BaseException:
             await engines.dispose()
@@ -158,6 +167,43 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
         store._housekeeper.start()
         log.info("memory.opened", lance=lance_uri, swept=swept, schema_version=version)
         return store
+
+    @classmethod
+    async def _connect_read_only(cls, folder: Path, settings: StoreSettings) -> MemoryStore:
+        if not (folder / SQLITE_FILE).is_file() or not (folder / LANCE_DIR).is_dir():
+            raise InvalidInput(f"no memory in {folder}")
+        try:
+            engines = sql.make_engines(
+                _sqlite_url(folder), schema=None, busy_timeout_s=settings.busy_timeout_s
+            )
+        except SQLAlchemyError as e:
+            raise StoreError("cannot create the SQL engine") from e
+        try:
+            try:
+                schema = await sql.read_schema(engines)
+            except SQLAlchemyError as e:
+                raise StoreError("cannot read the SQL timeline", path=str(folder)) from e
+            if schema is None:
+                raise InvalidInput(f"no memory in {folder}")
+            version, dim = schema
+            chunks = await ChunkTable.open(
+                str(folder / LANCE_DIR),
+                dim=dim,
+                read_consistency=_consistency(settings),
+                read_only=True,
+            )
+        except BaseException:
+            await engines.dispose()
+            raise
+        log.info("memory.opened", lance=str(folder / LANCE_DIR), read_only=True)
+        return cls(
+            engines=engines,
+            chunks=chunks,
+            encoder=NoEncoder(dim),
+            settings=settings,
+            schema_version=version,
+            read_only=True,
+        )
 
     async def aclose(self) -> None:
         """Stop housekeeping, finish pending LanceDB commits, release connections."""
@@ -230,18 +276,17 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
         return False
 
     async def has_scope(self, scope: Scope) -> bool:
+        """Whether the scope was created (:meth:`create_scope`)."""
         self._check_open()
-        try:
-            await self._session_id(scope)
-        except ScopeError:
-            return False
-        return True
+        return await self._find_session(scope) is not None
 
     async def list_sessions(self, tenant: str) -> list[str]:
-        """Session names of one tenant, oldest first."""
+        """Session names of one tenant, oldest first; none for an unknown tenant."""
         self._check_open()
         check_tenant(tenant)
-        tenant_id = await self._tenant_id(tenant)
+        tenant_id = await self._find_tenant(tenant)
+        if tenant_id is None:
+            return []
         async with self._reading() as conn:
             rows = await conn.execute(
                 select(sql.sessions.c.name)
@@ -355,11 +400,16 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Segment]:
-        """Segments of one session in ``seq`` order: ``start <= seq < stop``, filtered."""
+        """Segments of one session in ``seq`` order: ``start <= seq < stop``, filtered.
+
+        A session nothing was written to has an empty timeline.
+        """
         self._check_open()
         if limit is not None and limit < 0:
             raise InvalidInput("limit must be >= 0", limit=limit)
-        session_id = await self._session_id(scope)
+        session_id = await self._find_session(scope)
+        if session_id is None:
+            return []
         s = sql.segments.c
         query = self._segment_query().where(s.session_id == session_id)
         if start is not None:
@@ -385,7 +435,9 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
         """One segment of the scope by id, or None."""
         self._check_open()
         check_text(segment_id, "segment_id")
-        session_id = await self._session_id(scope)
+        session_id = await self._find_session(scope)
+        if session_id is None:
+            return None
         query = self._segment_query().where(
             sql.segments.c.segment_key == keys.segment_key(scope, segment_id),
             sql.segments.c.session_id == session_id,
@@ -409,12 +461,14 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
         ids = list(dict.fromkeys(segment_ids))
         for sid in ids:
             check_text(sid, "segment_id")
-        session_id = await self._session_id(scope)
+        session_id = await self._find_session(scope)
         key_to_id = {keys.segment_key(scope, sid): sid for sid in ids}
         seq_of: dict[str, int] = {}
         chunks_of: dict[str, int] = {}
+        # An unknown scope holds no segments: every id is missing.
+        known = [] if session_id is None else list(key_to_id)
         async with self._reading() as conn:
-            for batch in _batches(list(key_to_id)):
+            for batch in _batches(known):
                 rows = await conn.execute(
                     select(
                         sql.segments.c.segment_key, sql.segments.c.seq, sql.segments.c.n_chunks
@@ -495,6 +549,7 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
     async def maintain(self) -> MaintenanceReport:
         """One housekeeping round: sweep orphans, build indexes, compact, drop old versions."""
         self._check_open()
+        self._check_writable()
         started = time.perf_counter()
         swept = await self.sweep_orphans()
         created = await self._chunks.ensure_indexes(ann_min_rows=self.settings.ann_min_rows)
@@ -559,6 +614,16 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
             lance_version=await self._chunks.version(),
             encoder_fingerprint=self.encoder.fingerprint,
         )
+
+
+def _sqlite_url(folder: Path) -> str:
+    return f"sqlite+aiosqlite:///{(folder / SQLITE_FILE).resolve()}"
+
+
+def _consistency(settings: StoreSettings) -> timedelta | None:
+    if settings.read_consistency_s is None:
+        return None
+    return timedelta(seconds=settings.read_consistency_s)
 
 
 def _empty_batch(dim: int, fingerprint: str) -> ChunkBatch:

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
 import torch
 import torch.nn as nn
 from accelerate import Accelerator
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 
 from refrag_agent.budget import Budget
 from refrag_agent.errors import InvalidInput, ModelError
+from refrag_agent.logs import get_logger
 
 from .base import PolicyInput
 from .config import GRPOConfig
@@ -43,7 +43,7 @@ from .network import (
     save_policy,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 RewardFn = Callable[[PolicyInput, Sequence[int]], float]
 """``(inputs, expanded chunk indices) -> reward``; higher is better."""

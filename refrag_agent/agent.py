@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, Union
 
-import structlog
 from pydantic import BaseModel, ConfigDict
 
 from refrag_agent.budget import Budget
@@ -42,6 +41,7 @@ from refrag_agent.layout import (
     pinned_ids,
 )
 from refrag_agent.lifecycle import AsyncClosing, Opening
+from refrag_agent.logs import get_logger
 from refrag_agent.memory import ChunkBatch, MemoryStore
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
@@ -61,7 +61,7 @@ from refrag_agent.tools import (
     tools_prompt,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PLAN_FILE = "plans.jsonl"
 RECALL_SEGMENTS = 4  # segments brought in from the tenant's other sessions, at most
@@ -324,7 +324,7 @@ class Session:
         )
 
     async def timeline(self) -> list[Segment]:
-        """Every segment of this session, in order."""
+        """Every segment of this session, in order; empty for a new session."""
         return await self.agent.store.timeline(self.scope)
 
     # -- reads --------------------------------------------------------------------------

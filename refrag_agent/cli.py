@@ -15,6 +15,8 @@ from pathlib import Path
 
 import structlog
 
+from refrag_agent import __version__
+
 
 def _configure(verbose: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,30 +31,42 @@ def _configure(verbose: bool) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refrag-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"refrag-agent {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log plans and store events")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, help="what to run")
 
     demo = sub.add_parser("demo", help="answer questions over a long scripted conversation")
     demo.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
     demo.add_argument("--memory", type=Path, default=None, help="memory folder (default: fresh)")
     demo.add_argument("--p", type=float, default=0.1, help="fraction of chunks to expand")
-    demo.add_argument("--max-new-tokens", type=int, default=24)
+    demo.add_argument("--max-new-tokens", type=int, default=24, help="answer length cap")
 
     chat = sub.add_parser("chat", help="an interactive session with persistent memory")
     inspect = sub.add_parser("inspect", help="show a session's timeline and recent plans")
     for p in (chat, inspect):
-        p.add_argument("--memory", type=Path, default=Path("./agent-memory"))
-        p.add_argument("--tenant", default="local")
-        p.add_argument("--session", default="chat")
+        p.add_argument(
+            "--memory",
+            type=Path,
+            default=Path("./agent-memory"),
+            help="memory folder (default: ./agent-memory)",
+        )
+        p.add_argument("--tenant", default="local", help="tenant name (default: local)")
+        p.add_argument("--session", default="chat", help="session name (default: chat)")
     chat.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
     chat.add_argument("--p", type=float, default=0.1, help="fraction of chunks to expand")
     inspect.add_argument("--last", type=int, default=5, help="how many recent plans")
 
     train = sub.add_parser("train", help="train a preset's stages (docs/training.md)")
     train.add_argument("--preset", default="tiny", help="tiny (bundled default), smoke, llama-gpu")
-    train.add_argument("--stage", choices=["pretrain", "reconstruct", "cpt", "sft", "rl"])
+    train.add_argument(
+        "--stage",
+        choices=["pretrain", "reconstruct", "cpt", "sft", "rl"],
+        help="run only this stage (default: every stage of the preset)",
+    )
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    train.add_argument("--out-dir", type=Path, default=Path("runs/train"))
+    train.add_argument(
+        "--out-dir", type=Path, default=Path("runs/train"), help="run folder (default: runs/train)"
+    )
     train.add_argument("--max-steps", type=int, default=None, help="stop each stage early")
     export = sub.add_parser("export", help="a finished run's model, policy and recipe as one dir")
     export.add_argument("run_dir", type=Path, help="the run's --out-dir")
@@ -61,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="an OpenAI-compatible server (docs/serve.md)")
     serve.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument(
         "--api-key",
         default=os.environ.get("REFRAG_AGENT_API_KEY"),
@@ -75,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-request-s", type=float, default=300.0, help="time per request")
 
     bench = sub.add_parser("bench", help="run a benchmark; prints figures, writes JSON")
-    which = bench.add_subparsers(dest="bench", required=True)
+    which = bench.add_subparsers(dest="bench", required=True, help="which benchmark")
     for name, text in (
         ("latency", "TTFT and KV cache: full tokens vs compressed chunks"),
         ("store", "memory store: append, fetch and search latency"),
@@ -92,7 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         )
     every = which.add_parser("all", help="every benchmark, then plots and a summary page")
     every.add_argument("--quick", action="store_true", help="short run (under 10 min, 2 cores)")
-    every.add_argument("--out", type=Path, default=Path("benchmarks/results"), metavar="DIR")
+    every.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results"),
+        metavar="DIR",
+        help="results folder (default: benchmarks/results)",
+    )
     page = which.add_parser("summary", help="write the summary page from a results folder")
     page.add_argument(
         "--from",

@@ -11,7 +11,6 @@ from refrag_agent.agent import Agent, ReplyDone, TextDelta
 from refrag_agent.budget import Budget
 from refrag_agent.errors import ScopeError
 from refrag_agent.memory import MemoryStore
-from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.plan import PlanLog
 from refrag_agent.timeline import Scope
 
@@ -45,10 +44,9 @@ def _prompt() -> str:
 
 
 async def run_inspect(*, memory: Path, tenant: str, session: str, last: int) -> None:
-    """Print the session's timeline and its most recent plans."""
+    """Print the session's timeline and its most recent plans; reads only, no encoder."""
     scope = Scope(tenant=tenant, session=session)
-    encoder = await asyncio.to_thread(ChunkEncoder.load)
-    async with MemoryStore.open(memory, encoder=encoder) as store:
+    async with MemoryStore.open_read_only(memory) as store:
         if not await store.has_scope(scope):
             raise ScopeError("no such session in this memory", tenant=tenant, session=session)
         segments = await store.timeline(scope)

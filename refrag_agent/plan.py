@@ -1,6 +1,6 @@
 """The record of one decoder call: what was laid out where, what was expanded, what it cost.
 
-Every reply carries its :class:`ContextPlan`; the agent logs it through structlog and
+Every reply carries its :class:`ContextPlan`; the agent logs it (event ``refrag.plan``) and
 keeps it in a :class:`PlanLog`, so any answer can be explained and replayed.
 """
 

@@ -21,10 +21,10 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from refrag_agent.errors import InvalidInput
+from refrag_agent.logs import get_logger
 
 from .protocol import (
     AnyCall,
@@ -39,7 +39,7 @@ from .protocol import (
 )
 from .registry import Tool, Toolbox, ToolLike
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_MAX_TOOL_STEPS = 4
 DEFAULT_TIMEOUT_S = 30.0

@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import structlog
 from tqdm import tqdm
 
 from refrag_agent.bench.common import BENCH_NAMES, run_header, write_json
 from refrag_agent.bench.plots import FIGURES, plot_path, write_plot
 from refrag_agent.bench.summary import render_summary
 from refrag_agent.errors import InvalidInput
+from refrag_agent.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 BenchFn = Callable[..., dict[str, Any]]
 """``run_<name>_bench(*, quick, json_path, **sizing)``: returns the payload."""

@@ -32,6 +32,7 @@ from refrag_agent.model.generation import (
     iterate_in_thread,
 )
 from refrag_agent.model.projector import Projector
+from refrag_agent.model.quiet import quiet_transformers
 from refrag_agent.model.tokenizer import Tokenizer
 
 
@@ -71,7 +72,9 @@ class RefragModel:
         seed: int = 0,
     ) -> RefragModel:
         """Assemble a model with a freshly initialised projector (to be trained)."""
-        encoder = encoder or ChunkEncoder.load(EncoderConfig())
+        if encoder is None:
+            with quiet_transformers():
+                encoder = ChunkEncoder.load(EncoderConfig())
         shape = DecoderShape.of(check_decoder(decoder))
         if tokenizer.vocab_size > shape.vocab_size:
             raise InvalidInput(
@@ -95,7 +98,8 @@ class RefragModel:
         """Load a checkpoint directory (see ``checkpoint.load_checkpoint``)."""
         from refrag_agent.model.checkpoint import load_checkpoint
 
-        return load_checkpoint(directory, **kwargs)
+        with quiet_transformers():
+            return load_checkpoint(directory, **kwargs)
 
     def save(self, directory: str | Path, *, save_decoder: bool = True) -> Path:
         """Write a checkpoint directory; returns its path."""

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,6 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from refrag_agent.errors import RefragError
+from refrag_agent.logs import get_logger
 from refrag_agent.memory import MemoryStore
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, TokenEvent
@@ -39,7 +39,7 @@ from refrag_agent.serve.metadata import model_metadata
 from refrag_agent.serve.requests import ChatRequest, build_plan, fetch_segments
 from refrag_agent.serve.scheduler import JobError, Scheduler, ServerBusy, Ticket
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
 _JOB_STATUS = {"timeout": (504, "timeout"), "shutdown": (503, "unavailable")}

@@ -20,16 +20,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import structlog
-
 from refrag_agent.errors import DecoderUnavailable, RefragFailure
+from refrag_agent.logs import get_logger
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.serve.batching import DecodeBatch, Job, JobEvent, JobFailed
 from refrag_agent.serve.limits import ServeLimits
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class ServerBusy(RefragFailure):

@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import structlog
 import torch
 from accelerate import Accelerator, PartialState
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from refrag_agent.errors import InvalidInput
+from refrag_agent.logs import get_logger
 from refrag_agent.training.build import (
     MODEL_DIR,
     Prepared,
@@ -53,7 +53,7 @@ from refrag_agent.training.stages import (
     stage_examples,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"

@@ -125,6 +125,14 @@ async def test_bad_input_and_lifecycle(agent_model: RefragModel, tmp_path: Path)
         agent.session(tenant="t", session="s")
 
 
+async def test_a_new_session_is_an_empty_timeline(agent: Agent) -> None:
+    assert await agent.session(tenant="nobody-yet", session="s").timeline() == []
+    known = agent.session(tenant="acme", session="monday")
+    await known.add_turn("user", "hello")
+    assert await agent.session(tenant="acme", session="tuesday").timeline() == []
+    assert [s.text for s in await known.timeline()] == ["hello"]
+
+
 async def test_recall_across_sessions_of_one_tenant(agent: Agent) -> None:
     first = agent.session(tenant="acme", session="monday")
     await first.add_turn("user", "The staging database password is tulip-42.")

@@ -55,3 +55,35 @@ def test_import_does_not_load_torch() -> None:
     code = "import sys, refrag_agent.memory; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_read_only_open_reads_without_an_encoder(tmp_path: Path, scope: Scope) -> None:
+    segment, chunks = make_segment(scope, "the invoice is due on Friday")
+    async with MemoryStore.open(tmp_path, encoder=HashEncoder(32), settings=QUIET) as store:
+        await store.create_scope(scope)
+        await store.append(segment, chunks)
+        await store.maintain()  # builds the full-text index the read-only store searches
+    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    async with MemoryStore.open_read_only(tmp_path) as store:
+        assert [s.text for s in await store.timeline(scope)] == [segment.text]
+        assert await store.list_sessions(scope.tenant) == [scope.session]
+        hits = await store.search(scope, "invoice", mode="text")
+        assert {h.segment_id for h in hits} == {segment.id}
+        with pytest.raises(InvalidInput, match="read-only"):
+            await store.create_scope(Scope(tenant=scope.tenant, session="new"))
+        with pytest.raises(InvalidInput, match="read-only"):
+            await store.append(*make_segment(scope, "more text"), embeddings=[[0.0] * 32])
+        with pytest.raises(InvalidInput, match="read-only"):
+            await store.maintain()
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == files
+
+
+@pytest.mark.parametrize("made", [False, True])
+async def test_read_only_open_of_a_folder_without_memory(tmp_path: Path, made: bool) -> None:
+    folder = tmp_path / "nothing-here"
+    if made:
+        folder.mkdir()
+    with pytest.raises(InvalidInput, match="no memory in"):
+        await MemoryStore.open_read_only(folder)
+    assert folder.is_dir() == made
+    assert not made or not any(folder.iterdir())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from refrag_agent.errors import InvalidInput, ScopeError
+from refrag_agent.errors import InvalidInput
 from refrag_agent.memory import HashEncoder
 from refrag_agent.timeline import Scope, SegmentKind
 
@@ -102,7 +102,7 @@ async def test_fetch_rejects_ids_outside_the_scope(backend: OpenStore, scope: Sc
     batch = await store.fetch(scope, [segment.id, "nope"], strict=False)
     assert batch.segment_ids == [segment.id] * len(chunks)
     assert len(await store.fetch(scope, [], strict=False)) == 0
-    with pytest.raises(ScopeError):
+    with pytest.raises(InvalidInput, match="not found"):
         await store.fetch(Scope(tenant=scope.tenant, session="other"), [segment.id])
 
 

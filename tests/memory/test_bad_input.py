@@ -90,21 +90,29 @@ async def test_bad_input_is_rejected_and_nothing_written(
     await _nothing_written(store)
 
 
-async def test_unknown_scope_is_a_scope_error(backend: OpenStore, scope: Scope) -> None:
+async def test_unknown_scope_reads_empty_and_refuses_writes(
+    backend: OpenStore, scope: Scope
+) -> None:
     store = await backend()
     segment, chunks = make_segment(scope, "nobody registered this scope")
     with pytest.raises(ScopeError):
         await store.append(segment, chunks)
     for call in (
-        store.timeline(scope),
-        store.fetch(scope, [segment.id]),
-        store.search(scope, "registered"),
         store.forget_session(scope),
         store.forget_tenant(scope.tenant),
-        store.list_sessions(scope.tenant),
+        store.reencode(scope=scope),
     ):
         with pytest.raises(ScopeError):
             await call
+    assert await store.timeline(scope) == []
+    assert await store.get_segment(scope, segment.id) is None
+    assert await store.search(scope, "registered") == []
+    assert await store.search(scope, "registered", all_sessions=True) == []
+    assert await store.list_sessions(scope.tenant) == []
+    assert not await store.has_scope(scope)
+    assert len(await store.fetch(scope, [segment.id], strict=False)) == 0
+    with pytest.raises(InvalidInput, match="not found"):
+        await store.fetch(scope, [segment.id])
     await _nothing_written(store)
 
 
