@@ -31,9 +31,10 @@ from refrag_agent.errors import ModelError
 from refrag_agent.model.config import CONFIG_FILE, EncoderConfig, RefragConfig
 from refrag_agent.model.decoder import DecoderShape, decoder_fingerprint, load_decoder
 from refrag_agent.model.encoder import ChunkEncoder
-from refrag_agent.model.fingerprint import Fingerprint, json_value, tensor_digests
+from refrag_agent.model.fingerprint import Fingerprint, json_value
 from refrag_agent.model.projector import Projector
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.model.tensor_digest import tensor_digests
 from refrag_agent.model.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 PROJECTOR_FILE = "projector.safetensors"

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from refrag_agent.errors import ModelError
-from refrag_agent.model.fingerprint import Fingerprint, config_fields, json_value, tensor_digests
+from refrag_agent.model.fingerprint import Fingerprint, config_fields, json_value
+from refrag_agent.model.tensor_digest import tensor_digests
 
 
 @dataclass(frozen=True)

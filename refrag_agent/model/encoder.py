@@ -20,9 +20,9 @@ from refrag_agent.model.fingerprint import (
     Fingerprint,
     config_fields,
     ids_digest,
-    tensor_digests,
     texts_digest,
 )
+from refrag_agent.model.tensor_digest import tensor_digests
 
 # The Hugging Face config fields that change what an encoder computes. Everything else in
 # a config (library version, paths, defaults a release adds) is left out of the fingerprint.

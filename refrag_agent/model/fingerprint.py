@@ -6,7 +6,8 @@ A fingerprint is a small manifest and its digest:
   per component (sizes, vocabulary, activation, normalisation eps, pooling ...). A config
   is never hashed whole: ``transformers`` stamps its own version into every config and
   each release may add defaults, and neither changes what a model computes.
-- ``tensors``: one digest per tensor (name, shape, dtype and the raw values).
+- ``tensors``: one digest per tensor (name, shape, dtype and the raw values; see
+  :mod:`refrag_agent.model.tensor_digest`, kept apart so this module imports no torch).
 
 The manifest is stored beside the digest (``refrag.json``), so when two fingerprints
 differ the error can say which field or which tensor.
@@ -19,8 +20,6 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import torch
 
 from refrag_agent.errors import ModelError
 
@@ -88,20 +87,6 @@ def _tensor_change(was: str, now: str) -> str:
     if was_dtype != now_dtype:
         return f"dtype {was_dtype} recorded, {now_dtype} found"
     return "values differ"
-
-
-def tensor_digest(tensor: torch.Tensor) -> str:
-    """``shape|dtype|sha256`` of one tensor's values."""
-    flat = tensor.detach().contiguous().cpu().reshape(-1)
-    raw = flat.view(torch.uint8).numpy().tobytes()
-    shape = "x".join(str(n) for n in tensor.shape) or "scalar"
-    dtype = str(tensor.dtype).removeprefix("torch.")
-    return f"{shape}|{dtype}|{hashlib.sha256(raw).hexdigest()[:24]}"
-
-
-def tensor_digests(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
-    """One digest per entry of a state dict, by name."""
-    return {name: tensor_digest(t) for name, t in sorted(state.items())}
 
 
 def json_value(value: Any) -> Any:
