@@ -13,6 +13,8 @@ import tempfile
 
 from refrag_agent import Generation, RefragModel, SamplingParams, TiktokenTokenizer, TokenEvent
 from refrag_agent.model.tiny import random_decoder
+from refrag_agent.template import REFRAG_TEMPLATE as T
+from refrag_agent.timeline import SegmentKind
 
 DOCUMENT = (
     "Leave policy. Employees accrue two days of leave per month. Up to five days of unused "
@@ -30,9 +32,10 @@ async def main() -> None:
     expand = {i for i, c in enumerate(chunks) if "five" in c.text}  # keep the key fact verbatim
     plan = model.plan(
         [
-            "<|system|>Answer from the handbook.<|end|><|document|>",
+            T.render(SegmentKind.SYSTEM, "Answer from the handbook.")
+            + T.header(SegmentKind.DOCUMENT),
             (chunks, vectors, expand),  # the document sits mid-prompt, mostly compressed
-            "<|end|><|user|>How many days carry over?<|end|><|assistant|>",
+            T.end + T.question("How many days carry over?"),
         ]
     )
     print(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, Union
@@ -31,15 +31,23 @@ from typing import Any, Literal, TypeAlias, Union
 from pydantic import BaseModel, ConfigDict
 
 from refrag_agent.budget import Budget
-from refrag_agent.engine import Engine, open_engine
-from refrag_agent.errors import InvalidInput
-from refrag_agent.layout import (
-    build_layout,
+from refrag_agent.context import (
+    capacity,
     check_placement,
     concat_batches,
+    draft,
+    fits,
+    frame_positions,
+    gather,
     order_segments,
     pinned_ids,
+    place,
+    positions,
+    select,
+    stored_context,
 )
+from refrag_agent.engine import Engine, open_engine
+from refrag_agent.errors import InvalidInput
 from refrag_agent.lifecycle import AsyncClosing, Opening
 from refrag_agent.logs import get_logger
 from refrag_agent.memory import ChunkBatch, MemoryStore
@@ -48,6 +56,7 @@ from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.plan import ContextPlan, PlanLog
 from refrag_agent.policies import ExpansionPolicy, PolicyName, make_policy
+from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 from refrag_agent.tools import (
     Toolbox,
@@ -66,8 +75,6 @@ log = get_logger(__name__)
 PLAN_FILE = "plans.jsonl"
 RECALL_SEGMENTS = 4  # segments brought in from the tenant's other sessions, at most
 Recall = Literal["session", "tenant"]
-# Positions a segment costs besides its chunks: the role header and <|end|>.
-_FRAME = 2
 
 
 class Usage(BaseModel):
@@ -166,7 +173,7 @@ class Agent(AsyncClosing):
                 budget=budget or Budget(),
                 policy=policy,
                 pin_last_turns=pin_last_turns,
-                sampling=sampling or SamplingParams(max_new_tokens=64, stop=("<|end|>",)),
+                sampling=sampling or SamplingParams(max_new_tokens=64, stop=REFRAG_TEMPLATE.stop),
             )
         )
 
@@ -392,7 +399,7 @@ class Session:
             assert final is not None
             reply = self._finish(record, final, text=final.text, reason=final.finish_reason)
         else:
-            preamble = f"<|system|>{tools_prompt(toolbox)}<|end|>"
+            preamble = REFRAG_TEMPLATE.render(SegmentKind.SYSTEM, tools_prompt(toolbox))
             last: list[tuple[ContextPlan, Generation]] = []
 
             async def step() -> str:
@@ -440,40 +447,38 @@ class Session:
     async def _plan(
         self, asked: Segment, budget: Budget, max_new_tokens: int, preamble: str = ""
     ) -> tuple[PlacementPlan, ContextPlan]:
-        agent = self.agent
+        """Gather, lay out, select and place through the context builder."""
+        agent, model = self.agent, self.agent.model
+        tokenizer, template = model.tokenizer, REFRAG_TEMPLATE
         query = asked.text
         segments = await agent.store.timeline(self.scope)
         pinned = pinned_ids(segments, budget, last_turns=max(1, agent.pin_last_turns))
-        capacity = agent.model.shape.max_positions - max_new_tokens - 8
+        frame = frame_positions(template, tokenizer)
+        fixed = len(tokenizer.encode(preamble, allow_special=True)) if preamble else 0
+        room = capacity(model.shape.max_positions, max_new_tokens) - fixed
         recalled, batches = await self._recall(query) if self.recall == "tenant" else ([], [])
-        room = capacity - sum(_FRAME + s.n_chunks for s in recalled)
-        kept, retrieved = await self._gather(query, segments, pinned, budget, room)
-        ordered = [*recalled, *order_segments(kept, query_id=asked.id)]
-        batches.append(await agent.store.fetch(self.scope, [s.id for s in kept]))
-        batch = concat_batches(batches)
-        retrieved |= {s.id for s in recalled}
-        vectors = await asyncio.to_thread(agent.model.encode, [query])
-        layout = build_layout(
-            ordered,
-            batch,
-            tokenizer=agent.model.tokenizer,
-            query_vector=vectors[0],
-            budget=budget,
-            policy=agent.policy,
-            pinned=pinned,
-            retrieved=retrieved,
-            prefix=preamble,
-            suffix="<|assistant|>",
+        room -= sum(positions(s, pinned=set(), frame=frame) for s in recalled)
+        hits: list[str] = []
+        if not fits(segments, pinned=pinned, frame=frame, room=room):
+            hits = [h.segment_id for h in await agent.store.search(self.scope, query, limit=50)]
+        gathered = gather(segments, pinned=pinned, budget=budget, frame=frame, room=room, hits=hits)
+        ordered = [*recalled, *order_segments(gathered.kept, query_id=asked.id)]
+        batches.append(await agent.store.fetch(self.scope, [s.id for s in gathered.kept]))
+        retrieved = gathered.retrieved | {s.id for s in recalled}
+        context, table = stored_context(
+            ordered, concat_batches(batches), pinned=pinned, retrieved=retrieved
         )
-        plan = layout.plan
-        if capacity > 0 and plan.n_positions > capacity + 8:
-            raise InvalidInput(
-                "the pinned context alone exceeds the decoder's positions",
-                positions=plan.n_positions,
-                max_positions=agent.model.shape.max_positions,
-                fix="pin fewer turns, or lower the expansion budget",
-            )
-        expanded = sum(d.expanded for d in layout.chunks)
+        d = draft(
+            context,
+            template=template,
+            tokenizer=tokenizer,
+            prefix=preamble,
+            suffix=template.generation_prompt,
+        )
+        vectors = await asyncio.to_thread(model.encode, [query])
+        layout = place(d, select(d, agent.policy, table, vectors[0], gathered.budget))
+        plan = layout.plan(table)
+        expanded = sum(c.expanded for c in layout.chunks)
         record = ContextPlan(
             scope=self.scope,
             query=query,
@@ -486,43 +491,9 @@ class Session:
             chunks_expanded=expanded,
             chunks_compressed=len(layout.chunks) - expanded,
             effective_compression=plan.n_tokens_held / plan.n_positions,
-            segments_left_in_store=len(segments) - len(kept),
+            segments_left_in_store=len(segments) - len(gathered.kept),
         )
         return plan, record
-
-    async def _gather(
-        self,
-        query: str,
-        segments: Sequence[Segment],
-        pinned: set[str],
-        budget: Budget,
-        capacity: int,
-    ) -> tuple[list[Segment], set[str]]:
-        """All segments if they fit compressed; else the newest that fit plus retrieval."""
-
-        def cost(s: Segment) -> int:
-            return _FRAME + (s.n_tokens if s.id in pinned else s.n_chunks)
-
-        reserve = budget.total_allowance(sum(s.n_tokens for s in segments if s.id not in pinned))
-        room = capacity - reserve
-        if sum(cost(s) for s in segments) <= room:
-            return list(segments), set()
-        kept = {s.id: s for s in segments if s.id in pinned}
-        used = sum(cost(s) for s in kept.values())
-        for s in sorted(segments, key=lambda s: -s.seq):  # newest first, half the room
-            if s.id not in kept and used + cost(s) <= room // 2:
-                kept[s.id] = s
-                used += cost(s)
-        by_id = {s.id: s for s in segments}
-        hits = await self.agent.store.search(self.scope, query, limit=50)
-        retrieved: set[str] = set()
-        for hit in hits:
-            match = by_id.get(hit.segment_id)
-            if match is not None and match.id not in kept and used + cost(match) <= room:
-                kept[match.id] = match
-                retrieved.add(match.id)
-                used += cost(match)
-        return _with_pairs(list(kept.values()), segments), retrieved
 
     async def _recall(self, query: str) -> tuple[list[Segment], list[ChunkBatch]]:
         """The best-matching segments of the tenant's other sessions, and their chunks."""
@@ -583,20 +554,3 @@ class Session:
             finish_reason=reason,
             tool_exchanges=exchanges or [],
         )
-
-
-def _with_pairs(kept: list[Segment], everything: Sequence[Segment]) -> list[Segment]:
-    """Keep tool calls and their outputs together: a pair is kept whole or dropped whole."""
-    members: dict[str, set[str]] = {}
-    for s in everything:
-        call_id = s.metadata.get("tool_call_id")
-        if call_id and s.kind in (SegmentKind.TOOL_CALL, SegmentKind.TOOL_OUTPUT):
-            members.setdefault(str(call_id), set()).add(s.id)
-    ids = {s.id for s in kept}
-    return [
-        s
-        for s in kept
-        if not (call_id := s.metadata.get("tool_call_id"))
-        or str(call_id) not in members
-        or members[str(call_id)] <= ids
-    ]

@@ -25,6 +25,7 @@ from refrag_agent.context.order import (
     pinned_ids,
     with_pairs,
 )
+from refrag_agent.context.stored import concat_batches, stored_context
 from refrag_agent.context.window import Gathered, capacity, fits, gather, positions, within_room
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "capacity",
     "check_placement",
     "chunk_features",
+    "concat_batches",
     "draft",
     "fits",
     "frame_positions",
@@ -49,6 +51,7 @@ __all__ = [
     "positions",
     "select",
     "span",
+    "stored_context",
     "with_pairs",
     "within_room",
 ]

@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refrag_agent.budget import Budget
-from refrag_agent.layout import build_layout
+from refrag_agent.context import draft, gather, place, select, stored_context
 from refrag_agent.memory import ChunkBatch
 from refrag_agent.model.tokenizer import TiktokenTokenizer
 from refrag_agent.policies import make_policy
+from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 
 SCOPE = Scope(tenant="t", session="s")
@@ -69,17 +70,10 @@ def test_plans_never_exceed_a_cap(
     budget = Budget(tokens=total, p=p, per_domain=per_domain)
     segments, batch = _context(sizes)
     pinned = {segments[0].id} if pin_first else set()
-    layout = build_layout(
-        segments,
-        batch,
-        tokenizer=TOKENIZER,
-        query_vector=torch.ones(8),
-        budget=budget,
-        policy=make_policy(policy),  # type: ignore[arg-type]
-        pinned=pinned,
-        retrieved=set(),
-        suffix="<|assistant|>",
-    )
+    context, table = stored_context(segments, batch, pinned=pinned, retrieved=set())
+    d = draft(context, template=REFRAG_TEMPLATE, tokenizer=TOKENIZER, suffix="<|assistant|>")
+    policy_ = make_policy(policy)  # type: ignore[arg-type]
+    layout = place(d, select(d, policy_, table, torch.ones(8), budget))
     free = [c for c in layout.chunks if c.segment_id not in pinned]
     spent = sum(c.n_tokens for c in free if c.expanded)
     assert spent == sum(layout.spend_per_domain.values())
@@ -92,4 +86,37 @@ def test_plans_never_exceed_a_cap(
         if cap is not None:
             assert layout.spend_per_domain.get(domain, 0) <= cap
     assert all(c.expanded for c in layout.chunks if c.segment_id in pinned)
-    assert layout.plan.n_compressed == sum(not c.expanded for c in layout.chunks)
+    assert layout.plan(table).n_compressed == sum(not c.expanded for c in layout.chunks)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sizes=st.lists(st.tuples(st.sampled_from(DOMAINS), st.integers(1, 6)), min_size=1, max_size=8),
+    tokens=st.lists(st.integers(1, 90), min_size=1, max_size=8),
+    room=st.integers(0, 60),
+    small=st.one_of(st.integers(0, 300), st.floats(0.0, 1.0)),
+    extra=st.one_of(st.integers(0, 300), st.floats(0.0, 1.0)),
+    hits=st.lists(st.integers(0, 7), max_size=8),
+)
+def test_a_larger_budget_never_keeps_fewer_segments(
+    sizes: list[tuple[str, int]],
+    tokens: list[int],
+    room: int,
+    small: int | float,
+    extra: int | float,
+    hits: list[int],
+) -> None:
+    segments = [
+        s.model_copy(update={"n_chunks": n, "n_tokens": tokens[i % len(tokens)]})
+        for i, (s, (_, n)) in enumerate(zip(_context(sizes)[0], sizes, strict=True))
+    ]
+    if isinstance(small, float) != isinstance(extra, float):
+        extra = small
+    larger = min(1.0, small + extra) if isinstance(small, float) else small + int(extra)
+    budgets = [Budget(p=b) if isinstance(b, float) else Budget(tokens=b) for b in (small, larger)]
+    ids = [segments[h].id for h in hits if h < len(segments)]
+    kept = [gather(segments, pinned=set(), budget=b, frame=2, room=room, hits=ids) for b in budgets]
+    assert {s.id for s in kept[0].kept} <= {s.id for s in kept[1].kept}
+    for g in kept:  # the expansion budget only spends the room left
+        used = sum(2 + s.n_chunks for s in g.kept)
+        assert g.budget.total_allowance(sum(s.n_tokens for s in g.kept)) <= max(0, room - used)
