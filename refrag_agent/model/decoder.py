@@ -10,6 +10,7 @@ import torch
 
 from refrag_agent.errors import ModelError
 from refrag_agent.model.fingerprint import Fingerprint, config_fields, json_value
+from refrag_agent.model.quiet import quiet_transformers
 from refrag_agent.model.tensor_digest import tensor_digests
 
 
@@ -68,9 +69,10 @@ def load_decoder(path: str | Path, *, dtype: torch.dtype | None = None) -> Any:
             fix="point to a directory written by save_pretrained()",
         )
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(directory), local_files_only=True, dtype=dtype or torch.float32
-        )
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(directory), local_files_only=True, dtype=dtype or torch.float32
+            )
     except (OSError, ValueError) as e:
         raise ModelError("could not load the decoder", path=str(directory)) from e
     model.eval()

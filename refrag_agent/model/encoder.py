@@ -22,6 +22,7 @@ from refrag_agent.model.fingerprint import (
     ids_digest,
     texts_digest,
 )
+from refrag_agent.model.quiet import quiet_transformers
 from refrag_agent.model.tensor_digest import tensor_digests
 
 # The Hugging Face config fields that change what an encoder computes. Everything else in
@@ -79,8 +80,9 @@ class ChunkEncoder(nn.Module):
                 fix="pass a local directory holding a Hugging Face encoder (config.json + weights)",
             )
         try:
-            model = AutoModel.from_pretrained(str(path), local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            with quiet_transformers():
+                model = AutoModel.from_pretrained(str(path), local_files_only=True)
+                tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as e:
             raise ModelError("could not load the encoder", path=str(path)) from e
         model.eval()

@@ -16,6 +16,7 @@ import tiktoken
 
 from refrag_agent.errors import ModelError
 from refrag_agent.model.fingerprint import TOKENIZER_PROBE, Fingerprint, ids_digest
+from refrag_agent.model.quiet import quiet_transformers
 from refrag_agent.template import REFRAG_TEMPLATE
 
 TIKTOKEN_FILE = "tiktoken.json"
@@ -150,7 +151,8 @@ class HFTokenizer:
         from transformers import AutoTokenizer
 
         try:
-            return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True))
+            with quiet_transformers():
+                return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True))
         except (OSError, ValueError) as e:
             raise ModelError("could not load a Hugging Face tokenizer", path=str(directory)) from e
 
