@@ -17,13 +17,30 @@ from refrag_agent.timeline import Scope, Segment
 
 from . import keys, sql
 from .chunks import build_rows
-from .core import StoreCore, _batches
 from .encoding import FloatArray, as_embeddings
+from .ledger import PendingLedger
 from .records import AppendResult
+from .segments import SegmentTable, digest, segment_row
+from .state import StoreState, in_batches
 from .validation import check_segment
+from .vectors import Vectors
 
 
-class BulkMixin(StoreCore):
+class BulkWriter:
+    """Many segments in a few commits, with the guarantees of one append."""
+
+    def __init__(
+        self,
+        state: StoreState,
+        segments: SegmentTable,
+        ledger: PendingLedger,
+        vectors: Vectors,
+    ) -> None:
+        self.state = state
+        self.segments = segments
+        self.ledger = ledger
+        self.vectors = vectors
+
     async def append_many(
         self,
         items: Sequence[tuple[Segment, Sequence[Chunk], Any]],
@@ -34,20 +51,18 @@ class BulkMixin(StoreCore):
         rows before segment rows); segment ids already stored are replayed, not rewritten.
         Results come back in the order of ``items``.
         """
-        self._check_open()
+        settings, dim = self.state.settings, self.state.encoder.dim
         prepared = []
         seen: set[str] = set()
         for segment, chunks, embeddings in items:
             hashes = check_segment(
                 segment,
                 chunks,
-                max_chars=self.settings.max_segment_chars,
-                max_chunks=self.settings.max_chunks_per_segment,
+                max_chars=settings.max_segment_chars,
+                max_chunks=settings.max_chunks_per_segment,
             )
             provided = (
-                None
-                if embeddings is None
-                else as_embeddings(embeddings, n=len(chunks), dim=self.encoder.dim)
+                None if embeddings is None else as_embeddings(embeddings, n=len(chunks), dim=dim)
             )
             seg_key = keys.segment_key(segment.scope, segment.id)
             if seg_key in seen:
@@ -57,11 +72,11 @@ class BulkMixin(StoreCore):
         session_ids = {}
         for segment, *_ in prepared:
             if segment.scope not in session_ids:
-                session_ids[segment.scope] = await self._session_id(segment.scope)
+                session_ids[segment.scope] = await self.segments.session_id(segment.scope)
         results: dict[str, AppendResult] = {}
         todo = []
         for segment, chunks, hashes, provided, seg_key in prepared:
-            existing = await self._existing(seg_key, self._digest(segment, chunks), segment.id)
+            existing = await self.segments.existing(seg_key, digest(segment, chunks), segment.id)
             if existing is not None:
                 results[seg_key] = existing
             else:
@@ -80,20 +95,20 @@ class BulkMixin(StoreCore):
         counts = {}
         for segment, chunks, hashes, provided, seg_key in todo:
             scope = segment.scope
-            vectors, n_reused, n_encoded = await self._resolve_embeddings(
+            vectors, n_reused, n_encoded = await self.vectors.resolve(
                 keys.tenant_key(scope.tenant), hashes, chunks, provided
             )
             counts[seg_key] = (n_reused, n_encoded)
-            info = self._row_info(segment, seg_key)
+            info = self.state.row_info(segment, seg_key)
             tables.append(build_rows(info, chunks, hashes, vectors))
         seg_keys = [seg_key for *_, seg_key in todo]
-        now = time.time()
+        now, owner = time.time(), self.state.owner
         try:
-            async with self._writing() as conn:
+            async with self.state.writing() as conn:
                 await conn.execute(
                     insert(sql.pending),
                     [
-                        {"key": k, "level": "segment", "owner": self._owner, "started_at": now}
+                        {"key": k, "level": "segment", "owner": owner, "started_at": now}
                         for k in seg_keys
                     ],
                 )
@@ -101,12 +116,12 @@ class BulkMixin(StoreCore):
             raise StoreError("another writer is storing some of these segment ids; retry") from e
         try:
             for start in range(0, len(tables), 256):
-                await self._chunks.add(pa.concat_tables(tables[start : start + 256]))
-            async with self._writing() as conn:
-                for batch in _batches(seg_keys):
+                await self.state.chunks.add(pa.concat_tables(tables[start : start + 256]))
+            async with self.state.writing() as conn:
+                for batch in in_batches(seg_keys):
                     taken = await conn.execute(
                         delete(sql.pending).where(
-                            sql.pending.c.key.in_(batch), sql.pending.c.owner == self._owner
+                            sql.pending.c.key.in_(batch), sql.pending.c.owner == owner
                         )
                     )
                     if taken.rowcount != len(batch):
@@ -132,11 +147,11 @@ class BulkMixin(StoreCore):
                 rows = []
                 for position, (segment, chunks, _hashes, _provided, seg_key) in enumerate(todo):
                     rows.append(
-                        self._segment_row(
+                        segment_row(
                             segment,
                             session_ids[segment.scope],
                             seg_key,
-                            self._digest(segment, chunks),
+                            digest(segment, chunks),
                             seq=seqs[position],
                             n_tokens=sum(len(c.token_ids) for c in chunks),
                             n_chunks=len(chunks),
@@ -145,12 +160,10 @@ class BulkMixin(StoreCore):
                 await conn.execute(insert(sql.segments), rows)
         except BaseException:
             for seg_key in seg_keys:
-                await asyncio.shield(self._abandon(seg_key))
+                await asyncio.shield(self.ledger.abandon(seg_key))
             raise
-        n_rows = 0
         for position, (segment, chunks, _hashes, _provided, seg_key) in enumerate(todo):
             n_reused, n_encoded = counts[seg_key]
-            n_rows += len(chunks)
             results[seg_key] = AppendResult(
                 segment_id=segment.id,
                 seq=seqs[position],
@@ -159,4 +172,3 @@ class BulkMixin(StoreCore):
                 n_reused=n_reused,
                 n_encoded=n_encoded,
             )
-        self._housekeeper.rows_added(n_rows)

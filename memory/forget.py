@@ -4,11 +4,7 @@ A pending row covers the gap, so a crash half-way is finished by the next sweep.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from typing import Any
-
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from refrag_agent.errors import StoreError
@@ -16,21 +12,29 @@ from refrag_agent.logs import get_logger
 from refrag_agent.timeline import Scope
 
 from . import keys, sql
-from .core import _LEVEL_COLUMN, StoreCore
+from .ledger import LEVEL_COLUMN, PendingLedger
+from .segments import SegmentTable
+from .state import StoreState
 from .validation import check_tenant, check_text
 
 log = get_logger(__name__)
 
 
-class ForgetMixin(StoreCore):
+class Forgetter:
+    """Forgets: SQL rows and a pending row in one transaction, then the chunk rows."""
+
+    def __init__(self, state: StoreState, segments: SegmentTable, ledger: PendingLedger) -> None:
+        self.state = state
+        self.segments = segments
+        self.ledger = ledger
+
     async def forget_segment(self, scope: Scope, segment_id: str) -> bool:
         """Delete one segment and its chunks; False if it was not stored."""
-        self._check_open()
         check_text(segment_id, "segment_id")
-        session_id = await self._session_id(scope)
+        session_id = await self.segments.session_id(scope)
         seg_key = keys.segment_key(scope, segment_id)
         try:
-            async with self._writing() as conn:
+            async with self.state.writing() as conn:
                 gone = await conn.execute(
                     delete(sql.segments).where(
                         sql.segments.c.segment_key == seg_key,
@@ -39,20 +43,19 @@ class ForgetMixin(StoreCore):
                 )
                 if gone.rowcount == 0:
                     return False
-                await conn.execute(self._pending_row(seg_key, "segment"))
+                await conn.execute(self.ledger.row(seg_key, "segment"))
         except IntegrityError as e:
             raise StoreError("a write of this segment is in flight; retry") from e
-        await self._finish_forget(seg_key, "segment")
+        await self._finish(seg_key, "segment")
         return True
 
     async def forget_session(self, scope: Scope) -> int:
         """Delete a session with all its segments and chunks; return how many segments."""
-        self._check_open()
-        session_id = await self._session_id(scope)
+        session_id = await self.segments.session_id(scope)
         skey = keys.session_key(scope)
         try:
-            async with self._writing() as conn:
-                await conn.execute(self._pending_row(skey, "session"))
+            async with self.state.writing() as conn:
+                await conn.execute(self.ledger.row(skey, "session"))
                 gone = await conn.execute(
                     delete(sql.segments).where(sql.segments.c.session_id == session_id)
                 )
@@ -60,19 +63,18 @@ class ForgetMixin(StoreCore):
                 count = int(gone.rowcount)
         except IntegrityError as e:
             raise StoreError("a forget of this session is already in flight") from e
-        await self._finish_forget(skey, "session")
+        await self._finish(skey, "session")
         return count
 
     async def forget_tenant(self, tenant: str) -> int:
         """Delete a tenant with all its sessions; return how many segments."""
-        self._check_open()
         check_tenant(tenant)
-        tenant_id = await self._tenant_id(tenant)
+        tenant_id = await self.segments.tenant_id(tenant)
         tkey = keys.tenant_key(tenant)
         session_ids = select(sql.sessions.c.id).where(sql.sessions.c.tenant_id == tenant_id)
         try:
-            async with self._writing() as conn:
-                await conn.execute(self._pending_row(tkey, "tenant"))
+            async with self.state.writing() as conn:
+                await conn.execute(self.ledger.row(tkey, "tenant"))
                 gone = await conn.execute(
                     delete(sql.segments).where(sql.segments.c.session_id.in_(session_ids))
                 )
@@ -83,25 +85,12 @@ class ForgetMixin(StoreCore):
                 count = int(gone.rowcount)
         except IntegrityError as e:
             raise StoreError("a forget of this tenant is already in flight") from e
-        await self._finish_forget(tkey, "tenant")
+        await self._finish(tkey, "tenant")
         return count
 
-    def _pending_row(self, key: str, level: str) -> Any:
-        return insert(sql.pending).values(
-            key=key, level=level, owner=self._owner, started_at=time.time()
-        )
-
-    async def _finish_forget(self, key: str, level: str) -> None:
-        await self._chunks.delete(keys.eq(_LEVEL_COLUMN[level], key))
-        async with self._writing() as conn:
-            await conn.execute(
-                delete(sql.pending).where(
-                    sql.pending.c.key == key, sql.pending.c.owner == self._owner
-                )
-            )
+    async def _finish(self, key: str, level: str) -> None:
+        await self.state.chunks.delete(keys.eq(LEVEL_COLUMN[level], key))
+        await self.ledger.release(key)
         # Cached embeddings are keyed by tenant; drop them all rather than track owners.
-        self._cache.clear()
+        self.state.cache.clear()
         log.info("memory.forgotten", level=level)
-
-    async def _finish_forgets(self, forget_keys: Sequence[str]) -> None:
-        await self.sweep_orphans(only=forget_keys)

@@ -9,14 +9,14 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 import pyarrow as pa
-from sqlalchemy import select
 
 from refrag_agent.errors import InvalidInput
 from refrag_agent.timeline import Scope, SegmentKind
 
-from . import keys, sql
-from .core import StoreCore, _batches
+from . import keys
 from .records import SearchHit
+from .segments import SegmentTable
+from .state import StoreState
 from .validation import check_text
 
 RRF_K = 60
@@ -37,7 +37,13 @@ def rrf(rankings: Sequence[Sequence[str]], *, k: int = RRF_K) -> list[tuple[str,
     return sorted(scores.items(), key=lambda pair: (-pair[1], order[pair[0]]))
 
 
-class SearchMixin(StoreCore):
+class Searcher:
+    """Hybrid search over the chunk table, limited to committed segments of the scope."""
+
+    def __init__(self, state: StoreState, segments: SegmentTable) -> None:
+        self.state = state
+        self.segments = segments
+
     async def search(
         self,
         scope: Scope,
@@ -55,7 +61,6 @@ class SearchMixin(StoreCore):
 
         Hybrid mode fuses a vector ranking and a full-text ranking by reciprocal rank.
         """
-        self._check_open()
         check_text(query, "query")
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be in [1, 1000]", limit=limit)
@@ -66,9 +71,9 @@ class SearchMixin(StoreCore):
         domain_list = None if domains is None else [keys.domain_key(d) for d in domains]
         # An unknown scope (or tenant) holds nothing: reads see it empty.
         if all_sessions:
-            found = await self._find_tenant(scope.tenant)
+            found = await self.segments.find_tenant(scope.tenant)
         else:
-            found = await self._find_session(scope)
+            found = await self.segments.find_session(scope)
         if found is None:
             return []
         base = keys.all_of(
@@ -84,10 +89,10 @@ class SearchMixin(StoreCore):
         async def by_vector() -> pa.Table | None:
             if mode == "text":
                 return None
-            vector = (await self._encode([query]))[0]
-            return await self._chunks.vector_search(
+            vector = (await self.state.encode([query]))[0]
+            return await self.state.chunks.vector_search(
                 vector,
-                where=keys.all_of(base, keys.eq("encoder_key", self._encoder_key)),
+                where=keys.all_of(base, keys.eq("encoder_key", self.state.encoder_key)),
                 columns=_HIT_COLUMNS,
                 limit=candidates,
             )
@@ -95,7 +100,7 @@ class SearchMixin(StoreCore):
         async def by_text() -> pa.Table | None:
             if mode == "vector":
                 return None
-            return await self._chunks.text_search(
+            return await self.state.chunks.text_search(
                 query, where=base, columns=_HIT_COLUMNS, limit=candidates
             )
 
@@ -116,24 +121,9 @@ class SearchMixin(StoreCore):
             return []
         # Only committed segments are visible: drop rows of pending or orphaned writes.
         seg_keys = sorted({rows_by_key[k]["segment_key"] for k, _ in fused})
-        committed: dict[str, tuple[str, int, str]] = {}
-        async with self._reading() as conn:
-            for batch in _batches(seg_keys):
-                query_rows = (
-                    select(
-                        sql.segments.c.segment_key,
-                        sql.segments.c.segment_id,
-                        sql.segments.c.seq,
-                        sql.sessions.c.name,
-                    )
-                    .join(sql.sessions, sql.sessions.c.id == sql.segments.c.session_id)
-                    .join(sql.tenants, sql.tenants.c.id == sql.sessions.c.tenant_id)
-                    .where(sql.segments.c.segment_key.in_(batch), sql.tenants.c.key == tkey)
-                )
-                if not all_sessions:
-                    query_rows = query_rows.where(sql.sessions.c.key == keys.session_key(scope))
-                for seg_key, seg_id, seq, session in await conn.execute(query_rows):
-                    committed[seg_key] = (seg_id, int(seq), session)
+        committed = await self.segments.owners(
+            tkey, seg_keys, session_key=None if all_sessions else keys.session_key(scope)
+        )
         vector_rank = {k: i + 1 for i, k in enumerate(rankings[0])}
         text_rank = {k: i + 1 for i, k in enumerate(rankings[1])}
         hits = []

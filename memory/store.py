@@ -12,6 +12,12 @@ Write protocol of one append:
 A crash after 3 leaves a pending row whose owner is dead; opening the store (and the
 background housekeeping) deletes that key's chunk rows and then the pending row. Forgets
 use the same pending rows, so a crash half-way through a forget is finished on open.
+
+The store is a facade over its parts, each in its own module and given what it needs:
+:class:`~.segments.SegmentTable` (the SQL timeline), :class:`~.ledger.PendingLedger`
+(pending writes and the orphan sweep), :class:`~.chunks.ChunkTable` (LanceDB),
+:class:`~.vectors.Vectors` (embeddings), :class:`~.search.Searcher`,
+:class:`~.forget.Forgetter` and :class:`~.bulk.BulkWriter`.
 """
 
 from __future__ import annotations
@@ -19,14 +25,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Select, func, insert, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from refrag_agent.errors import InvalidInput, ScopeError, StoreError
 from refrag_agent.lifecycle import AsyncClosing, Opening
@@ -35,16 +41,19 @@ from refrag_agent.model.chunker import Chunk
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 
 from . import keys, sql
-from .bulk import BulkMixin
+from .bulk import BulkWriter
 from .chunks import ChunkTable, build_rows
-from .core import _batches, _vectors
 from .encoding import EmbeddingFunction, NoEncoder, as_embeddings
-from .forget import ForgetMixin
-from .records import AppendResult, ChunkBatch, MaintenanceReport, StoreStats
-from .reencode import ReencodeMixin
-from .search import SearchMixin
+from .forget import Forgetter
+from .housekeeping import Housekeeper
+from .ledger import PendingLedger
+from .records import AppendResult, ChunkBatch, MaintenanceReport, SearchHit, StoreStats
+from .search import Searcher, SearchMode
+from .segments import SegmentTable, digest
 from .settings import StoreSettings
-from .validation import check_segment, check_tenant, check_text
+from .state import StoreState, in_batches, vector_matrix
+from .validation import check_segment, check_text
+from .vectors import Vectors
 
 log = get_logger(__name__)
 
@@ -61,12 +70,42 @@ _FETCH_COLUMNS = [
 ]
 
 
-class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosing):
+class MemoryStore(AsyncClosing):
     """Segments, chunks and embeddings of every conversation, behind one async API.
 
     Open with :meth:`open` (one local folder) or :meth:`connect` (a SQLAlchemy URL and a
     LanceDB URI); both can be awaited or used with ``async with``.
     """
+
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+        self._segments = SegmentTable(state)
+        self._ledger = PendingLedger(state, self._segments)
+        self._vectors = Vectors(state)
+        self._searcher = Searcher(state, self._segments)
+        self._forgetter = Forgetter(state, self._segments, self._ledger)
+        self._bulk = BulkWriter(state, self._segments, self._ledger, self._vectors)
+        self._housekeeper = Housekeeper(
+            self.maintain,
+            interval_s=state.settings.maintenance_interval_s,
+            after_rows=state.settings.maintenance_after_rows,
+        )
+
+    @property
+    def encoder(self) -> EmbeddingFunction:
+        return self._state.encoder
+
+    @property
+    def settings(self) -> StoreSettings:
+        return self._state.settings
+
+    @property
+    def read_only(self) -> bool:
+        return self._state.read_only
+
+    @property
+    def schema_version(self) -> int:
+        return self._state.schema_version
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -157,11 +196,13 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
             await engines.dispose()
             raise
         store = cls(
-            engines=engines,
-            chunks=chunks,
-            encoder=encoder,
-            settings=settings,
-            schema_version=version,
+            StoreState(
+                engines=engines,
+                chunks=chunks,
+                encoder=encoder,
+                settings=settings,
+                schema_version=version,
+            )
         )
         swept = await store.sweep_orphans()
         store._housekeeper.start()
@@ -197,103 +238,50 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
             raise
         log.info("memory.opened", lance=str(folder / LANCE_DIR), read_only=True)
         return cls(
-            engines=engines,
-            chunks=chunks,
-            encoder=NoEncoder(dim),
-            settings=settings,
-            schema_version=version,
-            read_only=True,
+            StoreState(
+                engines=engines,
+                chunks=chunks,
+                encoder=NoEncoder(dim),
+                settings=settings,
+                schema_version=version,
+                read_only=True,
+            )
         )
 
     async def aclose(self) -> None:
         """Stop housekeeping, finish pending LanceDB commits, release connections."""
-        if self._closed:
+        state = self._state
+        if state.closed:
             return
-        self._closed = True
+        state.closed = True
         await self._housekeeper.stop()
-        await self._chunks.close()
-        await self._engines.dispose()
+        await state.chunks.close()
+        await state.engines.dispose()
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._state.closed
 
     # -- scopes ---------------------------------------------------------------------------
 
     async def create_scope(self, scope: Scope) -> bool:
         """Register a tenant/session; True if it was new. Appends need a registered scope."""
-        self._check_open()
+        self._state.check_open()
         if not isinstance(scope, Scope):
             raise ScopeError("expected a Scope", type=type(scope).__name__)
-        tkey, skey = keys.tenant_key(scope.tenant), keys.session_key(scope)
-        await self._finish_forgets([tkey, skey])
-        now = datetime.now(timezone.utc)
-        for _attempt in range(3):
-            try:
-                async with self._writing() as conn:
-                    in_flight = (
-                        await conn.execute(
-                            select(func.count())
-                            .select_from(sql.pending)
-                            .where(sql.pending.c.key.in_([tkey, skey]))
-                        )
-                    ).scalar_one()
-                    if in_flight:
-                        raise StoreError("a forget of this scope is in progress; retry later")
-                    tenant_id = (
-                        await conn.execute(
-                            select(sql.tenants.c.id).where(sql.tenants.c.key == tkey)
-                        )
-                    ).scalar_one_or_none()
-                    if tenant_id is None:
-                        tenant_id = (
-                            await conn.execute(
-                                insert(sql.tenants)
-                                .values(key=tkey, name=scope.tenant, created_at=now)
-                                .returning(sql.tenants.c.id)
-                            )
-                        ).scalar_one()
-                    exists = (
-                        await conn.execute(
-                            select(sql.sessions.c.id).where(sql.sessions.c.key == skey)
-                        )
-                    ).scalar_one_or_none()
-                    if exists is not None:
-                        return False
-                    await conn.execute(
-                        insert(sql.sessions).values(
-                            tenant_id=tenant_id,
-                            key=skey,
-                            name=scope.session,
-                            next_seq=0,
-                            created_at=now,
-                        )
-                    )
-                    return True
-            except IntegrityError:
-                # Another process registered it at the same moment (PostgreSQL); look again.
-                continue
-        return False
+        # A forget of this scope that died half-way is finished first.
+        await self._ledger.sweep(only=[keys.tenant_key(scope.tenant), keys.session_key(scope)])
+        return await self._segments.create_scope(scope)
 
     async def has_scope(self, scope: Scope) -> bool:
         """Whether the scope was created (:meth:`create_scope`)."""
-        self._check_open()
-        return await self._find_session(scope) is not None
+        self._state.check_open()
+        return await self._segments.find_session(scope) is not None
 
     async def list_sessions(self, tenant: str) -> list[str]:
         """Session names of one tenant, oldest first; none for an unknown tenant."""
-        self._check_open()
-        check_tenant(tenant)
-        tenant_id = await self._find_tenant(tenant)
-        if tenant_id is None:
-            return []
-        async with self._reading() as conn:
-            rows = await conn.execute(
-                select(sql.sessions.c.name)
-                .where(sql.sessions.c.tenant_id == tenant_id)
-                .order_by(sql.sessions.c.id)
-            )
-            return [str(name) for (name,) in rows]
+        self._state.check_open()
+        return await self._segments.list_sessions(tenant)
 
     # -- append ---------------------------------------------------------------------------
 
@@ -310,12 +298,13 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
         it, embeddings come from the cache or the encoder. The segment's ``seq`` is
         assigned here; a ``seq`` on the given segment is ignored.
         """
-        self._check_open()
+        state = self._state
+        state.check_open()
         hashes = check_segment(
             segment,
             chunks,
-            max_chars=self.settings.max_segment_chars,
-            max_chunks=self.settings.max_chunks_per_segment,
+            max_chars=state.settings.max_segment_chars,
+            max_chunks=state.settings.max_chunks_per_segment,
         )
         n = len(chunks)
         provided = (
@@ -324,26 +313,26 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
         scope = segment.scope
         seg_key = keys.segment_key(scope, segment.id)
         n_tokens = sum(len(c.token_ids) for c in chunks)
-        digest = self._digest(segment, chunks)
-        session_id = await self._session_id(scope)
+        content = digest(segment, chunks)
+        session_id = await self._segments.session_id(scope)
 
-        existing = await self._existing(seg_key, digest, segment.id)
+        existing = await self._segments.existing(seg_key, content, segment.id)
         if existing is not None:
             return existing
-        vectors, n_reused, n_encoded = await self._resolve_embeddings(
+        vectors, n_reused, n_encoded = await self._vectors.resolve(
             keys.tenant_key(scope.tenant), hashes, chunks, provided
         )
-        replay = await self._claim(seg_key, digest, segment.id)
+        replay = await self._ledger.claim(seg_key, content, segment.id)
         if replay is not None:
             return replay
         try:
-            info = self._row_info(segment, seg_key)
-            await self._chunks.add(build_rows(info, chunks, hashes, vectors))
-            seq = await self._commit_segment(
-                segment, session_id, seg_key, digest, n_tokens=n_tokens, n_chunks=n
+            info = state.row_info(segment, seg_key)
+            await state.chunks.add(build_rows(info, chunks, hashes, vectors))
+            seq = await self._segments.commit(
+                segment, session_id, seg_key, content, n_tokens=n_tokens, n_chunks=n
             )
         except BaseException:
-            await asyncio.shield(self._abandon(seg_key))
+            await asyncio.shield(self._ledger.abandon(seg_key))
             raise
         self._housekeeper.rows_added(n)
         return AppendResult(
@@ -356,36 +345,6 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
         )
 
     # -- reads ----------------------------------------------------------------------------
-
-    def _segment_query(self) -> Select[Any]:
-        return select(
-            sql.segments.c.segment_id,
-            sql.segments.c.seq,
-            sql.segments.c.kind,
-            sql.segments.c.domain,
-            sql.segments.c.source,
-            sql.segments.c.created_at,
-            sql.segments.c.n_tokens,
-            sql.segments.c.n_chunks,
-            sql.segments.c.text,
-            sql.segments.c.meta,
-        )
-
-    @staticmethod
-    def _to_segment(scope: Scope, row: Any) -> Segment:
-        return Segment(
-            id=row.segment_id,
-            scope=scope,
-            kind=SegmentKind(row.kind),
-            text=row.text,
-            domain=row.domain,
-            source=row.source,
-            seq=row.seq,
-            created_at=row.created_at,
-            n_tokens=row.n_tokens,
-            n_chunks=row.n_chunks,
-            metadata=row.meta,
-        )
 
     async def timeline(
         self,
@@ -404,47 +363,23 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
 
         A session nothing was written to has an empty timeline.
         """
-        self._check_open()
-        if limit is not None and limit < 0:
-            raise InvalidInput("limit must be >= 0", limit=limit)
-        session_id = await self._find_session(scope)
-        if session_id is None:
-            return []
-        s = sql.segments.c
-        query = self._segment_query().where(s.session_id == session_id)
-        if start is not None:
-            query = query.where(s.seq >= start)
-        if stop is not None:
-            query = query.where(s.seq < stop)
-        if kinds is not None:
-            query = query.where(s.kind.in_([SegmentKind(k).value for k in kinds]))
-        if domains is not None:
-            query = query.where(s.domain_key.in_([keys.domain_key(d) for d in domains]))
-        if since is not None:
-            query = query.where(s.created_at >= since)
-        if until is not None:
-            query = query.where(s.created_at < until)
-        query = query.order_by(s.seq.desc() if newest_first else s.seq)
-        if limit is not None:
-            query = query.limit(limit)
-        async with self._reading() as conn:
-            rows = (await conn.execute(query)).all()
-        return [self._to_segment(scope, row) for row in rows]
+        self._state.check_open()
+        return await self._segments.read(
+            scope,
+            start=start,
+            stop=stop,
+            kinds=kinds,
+            domains=domains,
+            since=since,
+            until=until,
+            limit=limit,
+            newest_first=newest_first,
+        )
 
     async def get_segment(self, scope: Scope, segment_id: str) -> Segment | None:
         """One segment of the scope by id, or None."""
-        self._check_open()
-        check_text(segment_id, "segment_id")
-        session_id = await self._find_session(scope)
-        if session_id is None:
-            return None
-        query = self._segment_query().where(
-            sql.segments.c.segment_key == keys.segment_key(scope, segment_id),
-            sql.segments.c.session_id == session_id,
-        )
-        async with self._reading() as conn:
-            row = (await conn.execute(query)).one_or_none()
-        return None if row is None else self._to_segment(scope, row)
+        self._state.check_open()
+        return await self._segments.get(scope, segment_id)
 
     async def fetch(
         self, scope: Scope, segment_ids: Sequence[str], *, strict: bool = True
@@ -455,31 +390,15 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
         ``InvalidInput``; otherwise it is skipped. Embeddings written by another encoder
         are re-encoded now and written back (never returned stale).
         """
-        self._check_open()
+        state = self._state
+        state.check_open()
         if isinstance(segment_ids, str):
             raise InvalidInput("segment_ids must be a sequence of ids, not one string")
         ids = list(dict.fromkeys(segment_ids))
         for sid in ids:
             check_text(sid, "segment_id")
-        session_id = await self._find_session(scope)
         key_to_id = {keys.segment_key(scope, sid): sid for sid in ids}
-        seq_of: dict[str, int] = {}
-        chunks_of: dict[str, int] = {}
-        # An unknown scope holds no segments: every id is missing.
-        known = [] if session_id is None else list(key_to_id)
-        async with self._reading() as conn:
-            for batch in _batches(known):
-                rows = await conn.execute(
-                    select(
-                        sql.segments.c.segment_key, sql.segments.c.seq, sql.segments.c.n_chunks
-                    ).where(
-                        sql.segments.c.session_id == session_id,
-                        sql.segments.c.segment_key.in_(batch),
-                    )
-                )
-                for seg_key, seq, n_chunks in rows:
-                    seq_of[seg_key] = int(seq)
-                    chunks_of[seg_key] = int(n_chunks)
+        seq_of, chunks_of = await self._segments.locate(scope, list(key_to_id))
         missing = [key_to_id[k] for k in key_to_id if k not in seq_of]
         if missing and strict:
             raise InvalidInput(
@@ -489,11 +408,11 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
             )
         found = sorted(seq_of, key=seq_of.__getitem__)
         if not found:
-            return _empty_batch(self.encoder.dim, self.encoder.fingerprint)
+            return _empty_batch(state.encoder.dim, state.encoder.fingerprint)
         tables = []
-        for batch in _batches(found):
+        for batch in in_batches(found):
             tables.append(
-                await self._chunks.scan(
+                await state.chunks.scan(
                     keys.all_of(
                         keys.eq("session_key", keys.session_key(scope)),
                         keys.isin("segment_key", batch),
@@ -517,17 +436,17 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
             )
         rows = rows.take(pa.array(order))
         seg_keys = [seg_keys[i] for i in order.tolist()]
-        vectors = _vectors(rows, self.encoder.dim).copy()
+        vectors = vector_matrix(rows, state.encoder.dim).copy()
         stale = np.asarray(
-            [k != self._encoder_key for k in rows.column("encoder_key").to_pylist()], dtype=bool
+            [k != state.encoder_key for k in rows.column("encoder_key").to_pylist()], dtype=bool
         )
         n_stale = int(stale.sum())
         texts = rows.column("text").to_pylist()
         if n_stale:
             stale_rows = np.flatnonzero(stale)
-            fresh = await self._encode([texts[i] for i in stale_rows.tolist()])
+            fresh = await state.encode([texts[i] for i in stale_rows.tolist()])
             vectors[stale_rows] = fresh
-            await self._rewrite_vectors(
+            await self._vectors.rewrite(
                 sorted({seg_keys[i] for i in stale_rows.tolist()}), scope_filter=None
             )
         tokens = rows.column("token_ids").combine_chunks()
@@ -542,19 +461,20 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
             texts=texts,
             content_hashes=rows.column("content_hash").to_pylist(),
             embeddings=vectors,
-            encoder_fingerprint=self.encoder.fingerprint,
+            encoder_fingerprint=state.encoder.fingerprint,
             n_reencoded=n_stale,
         )
 
     async def maintain(self) -> MaintenanceReport:
         """One housekeeping round: sweep orphans, build indexes, compact, drop old versions."""
-        self._check_open()
-        self._check_writable()
+        state = self._state
+        state.check_open()
+        state.check_writable()
         started = time.perf_counter()
-        swept = await self.sweep_orphans()
-        created = await self._chunks.ensure_indexes(ann_min_rows=self.settings.ann_min_rows)
-        await self._chunks.optimize(
-            cleanup_older_than=timedelta(seconds=self.settings.cleanup_older_than_s)
+        swept = await self._ledger.sweep()
+        created = await state.chunks.ensure_indexes(ann_min_rows=state.settings.ann_min_rows)
+        await state.chunks.optimize(
+            cleanup_older_than=timedelta(seconds=state.settings.cleanup_older_than_s)
         )
         return MaintenanceReport(
             orphans_swept=swept,
@@ -563,12 +483,88 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
             seconds=time.perf_counter() - started,
         )
 
+    async def append_many(
+        self, items: Sequence[tuple[Segment, Sequence[Chunk], Any]]
+    ) -> list[AppendResult]:
+        """Bulk ingest: many ``(segment, chunks, embeddings or None)`` in a few commits.
+
+        Same guarantees as :meth:`append` (all checks before any write, pending rows, chunk
+        rows before segment rows); segment ids already stored are replayed, not rewritten.
+        Results come back in the order of ``items``.
+        """
+        self._state.check_open()
+        results = await self._bulk.append_many(items)
+        self._housekeeper.rows_added(sum(r.n_chunks for r in results if r.created))
+        return results
+
+    # -- search, forget, re-encode --------------------------------------------------------
+
+    async def search(
+        self,
+        scope: Scope,
+        query: str,
+        *,
+        limit: int = 10,
+        kinds: Iterable[SegmentKind] | None = None,
+        domains: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        all_sessions: bool = False,
+        mode: SearchMode = "hybrid",
+    ) -> list[SearchHit]:
+        """Chunks of the scope (or of all the tenant's sessions) that match ``query``.
+
+        Hybrid mode fuses a vector ranking and a full-text ranking by reciprocal rank.
+        """
+        self._state.check_open()
+        return await self._searcher.search(
+            scope,
+            query,
+            limit=limit,
+            kinds=kinds,
+            domains=domains,
+            since=since,
+            until=until,
+            all_sessions=all_sessions,
+            mode=mode,
+        )
+
+    async def forget_segment(self, scope: Scope, segment_id: str) -> bool:
+        """Delete one segment and its chunks; False if it was not stored."""
+        self._state.check_open()
+        return await self._forgetter.forget_segment(scope, segment_id)
+
+    async def forget_session(self, scope: Scope) -> int:
+        """Delete a session with all its segments and chunks; return how many segments."""
+        self._state.check_open()
+        return await self._forgetter.forget_session(scope)
+
+    async def forget_tenant(self, tenant: str) -> int:
+        """Delete a tenant with all its sessions; return how many segments."""
+        self._state.check_open()
+        return await self._forgetter.forget_tenant(tenant)
+
+    async def reencode(self, *, scope: Scope | None = None) -> int:
+        """Re-encode every chunk embedded by another encoder (of one scope, or all)."""
+        self._state.check_open()
+        scope_filter = None
+        if scope is not None:
+            await self._segments.session_id(scope)
+            scope_filter = keys.eq("session_key", keys.session_key(scope))
+        return await self._vectors.reencode(scope_filter)
+
+    async def sweep_orphans(self, *, only: Sequence[str] | None = None) -> int:
+        """Finish writes and forgets whose owner died: delete their chunk rows."""
+        self._state.check_open()
+        return await self._ledger.sweep(only=only)
+
     # -- stats ----------------------------------------------------------------------------
 
     async def stats(self, scope: Scope | None = None) -> StoreStats:
         """Counts for the whole store, or for one session."""
-        self._check_open()
-        async with self._reading() as conn:
+        state = self._state
+        state.check_open()
+        async with state.reading() as conn:
             if scope is None:
                 n_tenants = (
                     await conn.execute(select(func.count()).select_from(sql.tenants))
@@ -601,18 +597,18 @@ class MemoryStore(SearchMixin, ForgetMixin, BulkMixin, ReencodeMixin, AsyncClosi
                 await conn.execute(select(func.count()).select_from(sql.pending))
             ).scalar_one()
         where = None if scope is None else keys.eq("session_key", keys.session_key(scope))
-        stale_where = keys.all_of(where, keys.ne("encoder_key", self._encoder_key))
+        stale_where = keys.all_of(where, keys.ne("encoder_key", state.encoder_key))
         return StoreStats(
             tenants=int(n_tenants),
             sessions=int(n_sessions),
             segments=int(n_segments),
-            chunks=await self._chunks.count(where),
-            stale_chunks=await self._chunks.count(stale_where),
+            chunks=await state.chunks.count(where),
+            stale_chunks=await state.chunks.count(stale_where),
             pending_writes=int(n_pending),
-            bytes_on_disk=self._chunks.bytes_on_disk() if scope is None else None,
-            schema_version=self.schema_version,
-            lance_version=await self._chunks.version(),
-            encoder_fingerprint=self.encoder.fingerprint,
+            bytes_on_disk=state.chunks.bytes_on_disk() if scope is None else None,
+            schema_version=state.schema_version,
+            lance_version=await state.chunks.version(),
+            encoder_fingerprint=state.encoder.fingerprint,
         )
 
 

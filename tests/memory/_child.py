@@ -41,7 +41,7 @@ async def main() -> None:
             async def die(*_args: object, **_kwargs: object) -> int:
                 os._exit(9)
 
-            store._commit_segment = die  # type: ignore[method-assign]
+            store._segments.commit = die  # type: ignore[method-assign]
         for i in range(int(count)):
             segment_id = f"{prefix}-{i}"
             text = segment_text(segment_id)

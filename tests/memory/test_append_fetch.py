@@ -75,7 +75,7 @@ async def test_embedding_computed_once_per_hash_and_fingerprint(
     assert second.n_reused == second.n_chunks and second.n_encoded == 0
     assert encoder.texts_encoded == distinct
     # A fresh process (empty in-memory cache) reuses the rows in LanceDB.
-    store._cache.clear()
+    store._state.cache.clear()
     third = await store.append(*make_segment(scope, text))
     assert third.n_reused == third.n_chunks and encoder.texts_encoded == distinct
 

@@ -20,7 +20,7 @@ from .conftest import QUIET, make_segment
 async def test_sqlite_is_in_wal_mode_with_a_busy_timeout(tmp_path: Path, scope: Scope) -> None:
     async with MemoryStore.open(tmp_path, encoder=HashEncoder(32), settings=QUIET) as store:
         await store.create_scope(scope)
-        async with store._engines.writer.connect() as conn:
+        async with store._state.engines.writer.connect() as conn:
             timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()
         assert timeout == int(QUIET.busy_timeout_s * 1000)
     with sqlite3.connect(tmp_path / SQLITE_FILE) as db:
@@ -64,7 +64,7 @@ async def test_housekeeping_runs_in_the_background_not_per_write(
             await s.append(*make_segment(scope, f"segment {i} with a few words"))
         await asyncio.sleep(0.2)
         assert s._housekeeper.rounds == 0
-        assert await s._chunks._table.list_indices() == []
+        assert await s._state.chunks._table.list_indices() == []
 
     eager = StoreSettings(maintenance_interval_s=3600, maintenance_after_rows=20)
     async with MemoryStore.open(tmp_path / "eager", encoder=HashEncoder(32), settings=eager) as s:
@@ -73,15 +73,15 @@ async def test_housekeeping_runs_in_the_background_not_per_write(
         for i in range(20):
             await s.append(*make_segment(scope, f"segment {i} with a few words"))
             if i == 0:
-                version_before = await s._chunks.version()
+                version_before = await s._state.chunks.version()
         for _ in range(100):
             if s._housekeeper.rounds:
                 break
             await asyncio.sleep(0.1)
         assert s._housekeeper.rounds >= 1
-        indexed = {ix.columns[0] for ix in await s._chunks._table.list_indices()}
+        indexed = {ix.columns[0] for ix in await s._state.chunks._table.list_indices()}
         assert {"segment_key", "text"} <= indexed
-        assert version_before is not None and await s._chunks.version() > version_before
+        assert version_before is not None and await s._state.chunks.version() > version_before
         assert len(await s.fetch(scope, [seg.id for seg in await s.timeline(scope)])) > 0
 
 

@@ -154,7 +154,9 @@ async def test_uncommitted_chunk_rows_are_never_returned(backend: OpenStore, sco
         encoder_key=keys.encoder_key(store.encoder.fingerprint),
     )
     vectors = store.encoder.encode([c.text for c in chunks]).numpy().astype(np.float32)
-    await store._chunks.add(build_rows(info, chunks, [c.content_hash for c in chunks], vectors))
+    await store._state.chunks.add(
+        build_rows(info, chunks, [c.content_hash for c in chunks], vectors)
+    )
     for mode in ("hybrid", "vector", "text"):
         hits = await store.search(scope, "ostrich", mode=mode, limit=20)
         assert hits and segment.id not in {h.segment_id for h in hits}
