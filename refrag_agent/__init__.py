@@ -25,6 +25,7 @@ from refrag_agent.timeline import Scope, Segment, SegmentKind
 
 if TYPE_CHECKING:
     from refrag_agent.agent import Agent, Reply, ReplyDone, Session, TextDelta, Usage
+    from refrag_agent.engines import RemoteEngine
     from refrag_agent.model.assembly import (
         CompressedChunk,
         ExpandedChunk,
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
         load_tokenizer,
     )
     from refrag_agent.plan import ContextPlan
-    from refrag_agent.remote import RemoteEngine
     from refrag_agent.tools import tool
 
 __version__ = "0.1.0"
@@ -65,7 +65,7 @@ _LAZY = {
     "HFTokenizer": "refrag_agent.model.tokenizer",
     "PlacementPlan": "refrag_agent.model.assembly",
     "RefragModel": "refrag_agent.model.refrag",
-    "RemoteEngine": "refrag_agent.remote",
+    "RemoteEngine": "refrag_agent.engines",
     "SamplingParams": "refrag_agent.model.generation",
     "TiktokenTokenizer": "refrag_agent.model.tokenizer",
     "TokenEvent": "refrag_agent.model.generation",

@@ -46,14 +46,13 @@ from refrag_agent.context import (
     select,
     stored_context,
 )
-from refrag_agent.engine import Engine, open_engine
+from refrag_agent.engines import Engine, open_engine
 from refrag_agent.errors import InvalidInput
 from refrag_agent.lifecycle import AsyncClosing, Opening
 from refrag_agent.logs import get_logger
 from refrag_agent.memory import ChunkBatch, MemoryStore
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
-from refrag_agent.model.refrag import RefragModel
 from refrag_agent.plan import ContextPlan, PlanLog
 from refrag_agent.policies import ExpansionPolicy, PolicyName, make_policy
 from refrag_agent.template import REFRAG_TEMPLATE
@@ -124,17 +123,17 @@ class Agent(AsyncClosing):
     def __init__(
         self,
         *,
-        model: RefragModel,
         engine: Engine,
         store: MemoryStore,
         owns_store: bool,
+        owns_engine: bool,
         budget: Budget,
         policy: ExpansionPolicy,
         pin_last_turns: int,
         sampling: SamplingParams,
         plan_log: PlanLog | None,
     ) -> None:
-        self.model = model
+        self.model = engine.model
         self.store = store
         self.budget = budget
         self.policy = policy
@@ -144,6 +143,7 @@ class Agent(AsyncClosing):
         self._engine = engine
         self._owns_store = owns_store
         self._closed = False
+        self._owns_engine = owns_engine
 
     @classmethod
     def open(
@@ -153,18 +153,22 @@ class Agent(AsyncClosing):
         *,
         budget: Budget | None = None,
         policy: PolicyName | ExpansionPolicy | None = None,
+        engine: Engine | None = None,
         pin_last_turns: int = 2,
         sampling: SamplingParams | None = None,
     ) -> Opening[Agent]:
         """Open an agent: ``await Agent.open(...)`` or ``async with Agent.open(...) as a``.
 
-        ``model``: ``None`` (the bundled default), a checkpoint directory, a
-        :class:`RefragModel`, or the ``http://`` URL of a ``refrag-agent serve`` server
-        (or a connected :class:`~refrag_agent.remote.RemoteEngine`), which then decodes.
+        ``model``: ``None`` (the bundled default), a checkpoint directory or a
+        :class:`RefragModel`, decoded in this process; or the ``http://`` URL of a
+        ``refrag-agent serve`` server, which then decodes. ``engine``: instead of
+        ``model``, any :class:`~refrag_agent.engines.Engine` (local, remote, vLLM or
+        scripted); the agent plans with ``engine.model`` (``model`` may only repeat it).
         ``memory``: a folder for the embedded store (LanceDB + SQLite) or an open
-        :class:`~refrag_agent.memory.MemoryStore`. ``budget`` is the default expansion
-        budget of every session (default: nothing expanded beyond the pins). ``policy``
-        defaults to the checkpoint's learned policy when it has one, else "similarity".
+        :class:`~refrag_agent.memory.MemoryStore`. An engine or store passed in is left
+        open when the agent closes. ``budget`` is the default expansion budget of every
+        session (default: nothing expanded beyond the pins). ``policy`` defaults to the
+        checkpoint's learned policy when it has one, else "similarity".
         """
         return Opening(
             cls._open(
@@ -172,6 +176,7 @@ class Agent(AsyncClosing):
                 memory,
                 budget=budget or Budget(),
                 policy=policy,
+                engine=engine,
                 pin_last_turns=pin_last_turns,
                 sampling=sampling or SamplingParams(max_new_tokens=64, stop=REFRAG_TEMPLATE.stop),
             )
@@ -185,12 +190,14 @@ class Agent(AsyncClosing):
         *,
         budget: Budget,
         policy: PolicyName | ExpansionPolicy | None,
+        engine: Engine | None,
         pin_last_turns: int,
         sampling: SamplingParams,
     ) -> Agent:
         if pin_last_turns < 0:
             raise InvalidInput("pin_last_turns must be >= 0", value=pin_last_turns)
-        loaded, engine = await open_engine(model)
+        opened = await open_engine(model, engine=engine)
+        loaded = opened.model
         if policy is None:  # the checkpoint's learned policy, else query similarity
             policy = "learned" if loaded.policy is not None else "similarity"
         try:
@@ -204,11 +211,12 @@ class Agent(AsyncClosing):
                 store = await MemoryStore.open(folder, encoder=loaded.encoder)
                 owns, plan_log = True, PlanLog(folder / PLAN_FILE)
         except BaseException:
-            await engine.aclose()  # a remote engine holds connections
+            if engine is None:
+                await opened.aclose()  # a remote engine holds connections
             raise
         return cls(
-            model=loaded,
-            engine=engine,
+            engine=opened,
+            owns_engine=engine is None,
             store=store,
             owns_store=owns,
             budget=budget,
@@ -241,11 +249,12 @@ class Agent(AsyncClosing):
             raise InvalidInput("the agent is closed", fix="open a new one with Agent.open()")
 
     async def aclose(self) -> None:
-        """Finish in-flight calls and close the memory (if the agent opened it)."""
+        """Close the engine (after its call in progress) and memory the agent opened."""
         if self._closed:
             return
         self._closed = True
-        await self._engine.aclose()
+        if self._owns_engine:
+            await self._engine.aclose()
         if self._owns_store:
             await self.store.aclose()
 

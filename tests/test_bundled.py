@@ -7,7 +7,7 @@ from pathlib import Path
 
 from refrag_agent import Agent, Budget
 from refrag_agent.bench.evaluation import QA_SEED_BASE, QA_SIZE
-from refrag_agent.engine import BUNDLED_MODEL, default_model
+from refrag_agent.engines import BUNDLED_MODEL, default_model
 from refrag_agent.training.tasks import make_example
 
 MAX_BUNDLE_BYTES = 30 * 2**20

@@ -8,6 +8,9 @@
     ])
     result = await run_tool_loop(decoder, [lookup_order])
     assert decoder.calls == 2
+
+To script a whole agent's decoding, pass ``Agent.open`` a
+:class:`~refrag_agent.engines.ScriptedEngine`: it plays the same script items.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ POLICY_ORDER = (
 
 def load_bench_model(model: RefragModel | str | Path | None) -> tuple[RefragModel, str]:
     """The model a quality benchmark measures, and the name it records."""
-    from refrag_agent.engine import resolve_model
+    from refrag_agent.engines import resolve_model
 
     if isinstance(model, RefragModel):
         name = "in-memory model"

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from refrag_agent.bench.common import percentile, run_header, write_json
 from refrag_agent.bench.latency import VOCAB, bench_decoder
+from refrag_agent.engines.wire import tensor_to_wire
 from refrag_agent.model.decoder import DecoderShape
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
@@ -36,7 +37,6 @@ from refrag_agent.model.tokenizer import TiktokenTokenizer
 from refrag_agent.serve.app import RefragServer
 from refrag_agent.serve.limits import ServeLimits
 from refrag_agent.serve.server import ServerThread
-from refrag_agent.serve.wire import tensor_to_wire
 
 NAME = "bench"
 QUESTION = "\nWhat does this code do?"

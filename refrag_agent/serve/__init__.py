@@ -5,10 +5,12 @@ Modules, from the wire inward:
 - ``app``: the Starlette routes, API key, body limit, SSE; ``RefragServer``.
 - ``server``: ``serve()`` in the foreground (uvicorn) and ``ServerThread`` for tests.
 - ``requests``: the chat request, the REFRAG extensions and the plan built from them.
-- ``wire``: tensors and placement plans as JSON, decoded without trusting the sender.
 - ``limits``: ``ServeLimits``; ``errors``: JSON error answers.
 - ``scheduler``: the bounded queue and the decoding thread.
 - ``batching``: rows prefilled together, merged into one KV cache, decoded step by step.
-- ``metadata``: what a client needs to plan for the served model.
-- ``vllm``: the same plans decoded by vLLM through its prompt-embeddings input.
+
+What the server shares with its client, :class:`~refrag_agent.engines.RemoteEngine`, lives
+in the engines package: :mod:`refrag_agent.engines.wire` (tensors and placement plans as
+JSON, decoded without trusting the sender) and :mod:`refrag_agent.engines.metadata` (what
+a client needs to plan for the served model).
 """

@@ -2,7 +2,7 @@
 
 Routes: ``POST /v1/chat/completions`` (streamed with server-sent events or not), ``GET
 /v1/models``, ``GET /v1/refrag/model`` (what a client needs to plan, see
-:mod:`refrag_agent.serve.metadata`) and ``GET /health`` (no key needed). Requests are
+:mod:`refrag_agent.engines.metadata`) and ``GET /health`` (no key needed). Requests are
 checked (key, body size, JSON, fields, limits) before any model work; the plan is built
 off the event loop and handed to the :class:`~refrag_agent.serve.scheduler.Scheduler`.
 When a client goes away, its job is cancelled and its slot freed.
@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from refrag_agent.engines.metadata import model_metadata
 from refrag_agent.errors import RefragError
 from refrag_agent.logs import get_logger
 from refrag_agent.memory import MemoryStore
@@ -35,7 +36,6 @@ from refrag_agent.model.generation import Generation, TokenEvent
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.serve.errors import ApiError
 from refrag_agent.serve.limits import ServeLimits
-from refrag_agent.serve.metadata import model_metadata
 from refrag_agent.serve.requests import ChatRequest, build_plan, fetch_segments
 from refrag_agent.serve.scheduler import JobError, Scheduler, ServerBusy, Ticket
 

@@ -7,7 +7,7 @@ smuggle control tokens in. A message's ``content`` may mix parts:
 - ``{"type": "text", "text": ...}``: tokens.
 - ``{"type": "refrag_chunks", "embeddings": <tensor>, "token_ids": [[...], ...]}``:
   chunk embeddings computed by the client (encoder outputs, one row per chunk; tensor
-  format in :mod:`refrag_agent.serve.wire`). With ``token_ids`` the policy may expand a
+  format in :mod:`refrag_agent.engines.wire`). With ``token_ids`` the policy may expand a
   chunk back into its tokens; without, ``n_tokens`` (default ``k`` each) only counts
   what each chunk stands for.
 - ``{"type": "refrag_segments", "tenant": ..., "session": ..., "segment_ids": [...]}``:
@@ -16,7 +16,7 @@ smuggle control tokens in. A message's ``content`` may mix parts:
 ``refrag: {"budget": {...}, "policy": "similarity"}`` spends an expansion budget
 (:class:`~refrag_agent.budget.Budget` fields) over every chunk that has its tokens, the
 query being the last user message's text. ``refrag: {"plan": {...}}`` instead carries a
-finished placement plan (what :class:`~refrag_agent.remote.RemoteEngine` sends), with
+finished placement plan (what :class:`~refrag_agent.engines.RemoteEngine` sends), with
 ``messages`` left empty.
 """
 
@@ -30,6 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from refrag_agent.budget import Budget
+from refrag_agent.engines.wire import plan_from_wire, tensor_from_wire, token_ids
 from refrag_agent.errors import InvalidInput
 from refrag_agent.memory import ChunkBatch, MemoryStore
 from refrag_agent.model.assembly import (
@@ -43,7 +44,6 @@ from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.policies import ChunkFeatures, PolicyInput, PolicyName, make_policy
 from refrag_agent.serve.limits import ServeLimits
-from refrag_agent.serve.wire import plan_from_wire, tensor_from_wire, token_ids
 from refrag_agent.timeline import Scope, SegmentKind
 
 ROLE_KINDS: dict[str, SegmentKind] = {

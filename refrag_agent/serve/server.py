@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from refrag_agent.engines import resolve_model
 from refrag_agent.errors import DecoderUnavailable, InvalidInput
 from refrag_agent.serve.app import RefragServer
 from refrag_agent.serve.limits import LOOPBACK, ServeLimits, is_loopback
@@ -38,8 +39,6 @@ def serve(
             host=host,
             fix="pass --api-key (or set REFRAG_AGENT_API_KEY), or bind 127.0.0.1",
         )
-    from refrag_agent.engine import resolve_model
-
     loaded = resolve_model(model)
     served = name or (Path(str(model)).name if model is not None else "refrag-default")
     asyncio.run(

@@ -10,7 +10,7 @@ import pytest
 from refrag_agent.bench.evaluation import Evaluator, heldout_windows, qa_examples
 from refrag_agent.bench.policies import run_policies_bench
 from refrag_agent.bench.quality import run_quality_bench
-from refrag_agent.engine import default_model
+from refrag_agent.engines import default_model
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.training.stages import EVERY_CHUNK
 

@@ -60,7 +60,7 @@ def test_fingerprint_ignores_library_version_and_new_defaults(tiny_bert_dir: Pat
 def test_bundled_fingerprint_is_stable_on_this_install() -> None:
     # The bundled checkpoint was stamped under one transformers release and must load
     # under every release the dependency range admits.
-    from refrag_agent.engine import BUNDLED_MODEL
+    from refrag_agent.engines import BUNDLED_MODEL
     from refrag_agent.model.config import RefragConfig
 
     recorded = RefragConfig.read(BUNDLED_MODEL).fingerprints["encoder"]["digest"]

@@ -10,10 +10,10 @@ import pytest
 
 from refrag_agent import Budget, DecoderUnavailable, InvalidInput
 from refrag_agent.agent import Agent, ReplyDone, Session, TextDelta
+from refrag_agent.engines import API_KEY_ENV, RemoteEngine
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.remote import API_KEY_ENV, RemoteEngine
 from refrag_agent.serve.server import ServerThread
 
 from .conftest import MakeServer
@@ -41,7 +41,7 @@ async def test_agent_over_http_answers_as_in_process(
             Agent.open(model=running.url, memory=tmp_path / "remote") as remote,
             Agent.open(model=serve_model, memory=tmp_path / "local") as local,
         ):
-            assert isinstance(remote._engine, RemoteEngine)
+            assert next(remote.model.decoder.parameters()).is_meta  # it cannot decode here
             assert remote.model.shape == local.model.shape
             replies = []
             for agent in (remote, local):

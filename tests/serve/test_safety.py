@@ -14,11 +14,11 @@ import httpx
 import pytest
 import torch
 
+from refrag_agent.engines.wire import tensor_to_wire
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.serve.app import RefragServer
 from refrag_agent.serve.limits import ServeLimits
 from refrag_agent.serve.server import ServerThread
-from refrag_agent.serve.wire import tensor_to_wire
 
 from .util import NAME, URL, chat
 

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import torch
 
+from refrag_agent.engines.vllm import VLLMEngine, completion_request, prompt_embeds
 from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.serve.vllm import VLLMEngine, completion_request, prompt_embeds
 
 from .util import FACTS
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from refrag_agent.engines.wire import plan_from_wire, plan_to_wire, tensor_from_wire, tensor_to_wire
 from refrag_agent.errors import InvalidInput
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.serve.wire import plan_from_wire, plan_to_wire, tensor_from_wire, tensor_to_wire
 
 from .util import FACTS
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from refrag_agent.engines.wire import tensor_to_wire
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.serve.wire import tensor_to_wire
 
 NAME = "tiny"
 URL = "/v1/chat/completions"

@@ -1,5 +1,8 @@
 """Tensors and placement plans as JSON, both ways; the decoding side trusts nothing.
 
+:class:`~refrag_agent.engines.RemoteEngine` writes plans and the server
+(:mod:`refrag_agent.serve`) reads them, so both import this module.
+
 A tensor travels as ``{"dtype": "float32", "shape": [rows, cols], "data": <base64>}``:
 raw little-endian float32 bytes, never pickle. For tools that already produce vLLM's
 payload, ``{"format": "torch", "data": <base64 of torch.save(tensor)>}`` is accepted too.

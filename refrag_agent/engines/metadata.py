@@ -4,7 +4,8 @@
 encoder fingerprint, the decoder's ``config.json`` and the tokenizer (and learned policy,
 if any) files, base64. A client then chunks, encodes and lays out context locally, exactly
 as the in-process agent does, and sends finished plans: the decoder weights never leave
-the server.
+the server. The server writes the description (:func:`model_metadata`) and
+:class:`~refrag_agent.engines.RemoteEngine` reads it (:func:`model_from_metadata`).
 
 The client-side :class:`RefragModel` holds the real tokenizer, the real encoder (loaded
 locally from ``refrag.json``'s reference and checked against the server's fingerprint)
@@ -29,6 +30,7 @@ from refrag_agent.model.fingerprint import Fingerprint
 from refrag_agent.model.projector import Projector
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tokenizer import load_tokenizer
+from refrag_agent.policies import load_policy, save_policy
 
 
 def model_metadata(model: RefragModel, *, name: str) -> dict[str, Any]:
@@ -38,8 +40,6 @@ def model_metadata(model: RefragModel, *, name: str) -> dict[str, Any]:
         model.tokenizer.save(root / "tokenizer")
         policy_files = None
         if model.policy is not None:
-            from refrag_agent.policies import save_policy
-
             policy_files = _read_files(save_policy(model.policy, root / "policy"))
         return {
             "name": name,
@@ -77,8 +77,6 @@ def model_from_metadata(
         tokenizer = load_tokenizer(root / "tokenizer")
         policy = None
         if policy_files:
-            from refrag_agent.policies import load_policy
-
             _write_files(root / "policy", dict(policy_files))
             policy = load_policy(root / "policy")
     with torch.device("meta"):  # shapes only: no memory, no weights

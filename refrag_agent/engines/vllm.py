@@ -108,6 +108,7 @@ class VLLMEngine:
             timeout=httpx.Timeout(timeout_s, connect=10.0),
             transport=transport,
         )
+        self._closed = False
 
     async def generate(self, plan: PlacementPlan, params: SamplingParams) -> Generation:
         """The whole answer (collected from the stream)."""
@@ -122,6 +123,8 @@ class VLLMEngine:
         self, plan: PlacementPlan, params: SamplingParams
     ) -> AsyncIterator[TokenEvent | Generation]:
         """Text pieces as vLLM streams them, then the :class:`Generation`."""
+        if self._closed:
+            raise DecoderUnavailable("the engine is closed", fix="open a new VLLMEngine")
         self.model.check_fits([plan], params.max_new_tokens)
         started = time.perf_counter()
         body = completion_request(
@@ -159,6 +162,8 @@ class VLLMEngine:
         yield result
 
     async def aclose(self) -> None:
+        """Close the connection pool; later calls raise :class:`DecoderUnavailable`."""
+        self._closed = True
         await self._client.aclose()
 
 

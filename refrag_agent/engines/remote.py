@@ -8,7 +8,7 @@
 On connect the engine reads ``GET /v1/refrag/model`` and builds the client-side model:
 the server's tokenizer and policy, the local encoder (checked against the server's
 fingerprint) and weightless stand-ins for the decoder and projector
-(:mod:`refrag_agent.serve.metadata`). Every call sends the finished plan in the
+(:mod:`refrag_agent.engines.metadata`). Every call sends the finished plan in the
 ``refrag.plan`` request field, so the server decodes exactly what the in-process engine
 would. Connection errors and 429/503 answers are retried with exponential backoff; after
 the last try the call raises :class:`~refrag_agent.errors.DecoderUnavailable`.
@@ -24,13 +24,13 @@ from typing import Any, get_args
 
 import httpx
 
+from refrag_agent.engines.metadata import model_from_metadata
+from refrag_agent.engines.wire import plan_to_wire
 from refrag_agent.errors import DecoderUnavailable, InvalidInput, ModelError, RefragError
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.generation import FinishReason, Generation, SamplingParams, TokenEvent
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.serve.metadata import model_from_metadata
-from refrag_agent.serve.wire import plan_to_wire
 
 API_KEY_ENV = "REFRAG_AGENT_API_KEY"
 _RETRY_STATUS = (429, 503)

@@ -1,0 +1,18 @@
+"""A tiny random REFRAG model for engine tests, built once."""
+
+from __future__ import annotations
+
+import pytest
+
+from refrag_agent.model.encoder import ChunkEncoder
+from refrag_agent.model.refrag import RefragModel
+from refrag_agent.model.tiny import random_decoder
+from refrag_agent.model.tokenizer import TiktokenTokenizer
+
+
+@pytest.fixture(scope="session")
+def model(byte_tokenizer: TiktokenTokenizer, minilm: ChunkEncoder) -> RefragModel:
+    decoder = random_decoder(
+        "llama", vocab_size=byte_tokenizer.vocab_size, hidden_size=64, n_layers=2, seed=3
+    )
+    return RefragModel.create(tokenizer=byte_tokenizer, decoder=decoder, encoder=minilm, seed=3)
