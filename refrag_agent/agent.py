@@ -124,9 +124,9 @@ class Agent(AsyncClosing):
         self,
         *,
         engine: Engine,
+        owns_engine: bool,
         store: MemoryStore,
         owns_store: bool,
-        owns_engine: bool,
         budget: Budget,
         policy: ExpansionPolicy,
         pin_last_turns: int,
@@ -141,9 +141,9 @@ class Agent(AsyncClosing):
         self.sampling = sampling
         self.plan_log = plan_log
         self._engine = engine
+        self._owns_engine = owns_engine
         self._owns_store = owns_store
         self._closed = False
-        self._owns_engine = owns_engine
 
     @classmethod
     def open(
@@ -151,9 +151,9 @@ class Agent(AsyncClosing):
         model: Any = None,
         memory: str | Path | MemoryStore = "./agent-memory",
         *,
+        engine: Engine | None = None,
         budget: Budget | None = None,
         policy: PolicyName | ExpansionPolicy | None = None,
-        engine: Engine | None = None,
         pin_last_turns: int = 2,
         sampling: SamplingParams | None = None,
     ) -> Opening[Agent]:
@@ -174,9 +174,9 @@ class Agent(AsyncClosing):
             cls._open(
                 model,
                 memory,
+                engine=engine,
                 budget=budget or Budget(),
                 policy=policy,
-                engine=engine,
                 pin_last_turns=pin_last_turns,
                 sampling=sampling or SamplingParams(max_new_tokens=64, stop=REFRAG_TEMPLATE.stop),
             )
@@ -188,9 +188,9 @@ class Agent(AsyncClosing):
         model: Any,
         memory: str | Path | MemoryStore,
         *,
+        engine: Engine | None,
         budget: Budget,
         policy: PolicyName | ExpansionPolicy | None,
-        engine: Engine | None,
         pin_last_turns: int,
         sampling: SamplingParams,
     ) -> Agent:
