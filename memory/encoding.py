@@ -26,8 +26,11 @@ class EmbeddingFunction(Protocol):
     embeddings keyed on (content hash, fingerprint).
     """
 
-    fingerprint: str
-    dim: int
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+from torch import nn
 from typing_extensions import assert_never
 
 from refrag_agent.errors import InvalidInput
@@ -38,9 +39,13 @@ def make_policy(
     *,
     seed: int = 0,
     scorer: PerplexityScorer | None = None,
-    network: PolicyNetwork | None = None,
+    network: nn.Module | None = None,
 ) -> ExpansionPolicy:
-    """The policy called ``name``; perplexity ones need ``scorer``, ``learned`` a ``network``."""
+    """The policy called ``name``; perplexity ones need ``scorer``, ``learned`` a ``network``.
+
+    ``network`` may come as a checkpoint's opaque ``RefragModel.policy``: it must be a
+    :class:`PolicyNetwork` (:func:`load_policy`) when ``name`` is ``learned``.
+    """
     if name not in POLICY_NAMES:
         raise InvalidInput("unknown expansion policy", name=name, known=list(POLICY_NAMES))
     if name == "none":
@@ -61,8 +66,12 @@ def make_policy(
         )
         return PerplexityPolicy(scorer, order=order)
     elif name == "learned":
-        if network is None:
-            raise InvalidInput("the learned policy needs a network (load_policy)", name=name)
+        if not isinstance(network, PolicyNetwork):
+            raise InvalidInput(
+                "the learned policy needs a PolicyNetwork (load_policy)",
+                name=name,
+                network=type(network).__name__,
+            )
         return LearnedPolicy(network)
     else:
         assert_never(name)

@@ -1,0 +1,1 @@
+../../refrag_agent/__init__.py
