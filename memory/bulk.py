@@ -12,8 +12,7 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from refrag_agent.errors import InvalidInput, ScopeError, StoreError
-from refrag_agent.model.chunker import Chunk
-from refrag_agent.timeline import Scope, Segment
+from refrag_agent.timeline import Chunk, Scope, Segment
 
 from . import keys, sql
 from .chunks import build_rows

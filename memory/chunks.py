@@ -22,7 +22,7 @@ from lancedb.index import FTS, Bitmap, BTree, IvfPq
 
 from refrag_agent.errors import InvalidInput, StoreError
 from refrag_agent.logs import get_logger
-from refrag_agent.model.chunker import Chunk
+from refrag_agent.timeline import Chunk
 
 from .encoding import FloatArray
 

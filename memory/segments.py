@@ -13,8 +13,7 @@ from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from refrag_agent.errors import InvalidInput, ScopeError, StoreError
-from refrag_agent.model.chunker import Chunk
-from refrag_agent.timeline import Scope, Segment, SegmentKind
+from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
 
 from . import keys, sql
 from .records import AppendResult

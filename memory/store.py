@@ -37,8 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from refrag_agent.errors import InvalidInput, ScopeError, StoreError
 from refrag_agent.lifecycle import AsyncClosing, Opening
 from refrag_agent.logs import get_logger
-from refrag_agent.model.chunker import Chunk
-from refrag_agent.timeline import Scope, Segment, SegmentKind
+from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
 
 from . import keys, sql
 from .bulk import BulkWriter

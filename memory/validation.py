@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from refrag_agent.errors import InvalidInput, ScopeError
-from refrag_agent.model.chunker import Chunk, content_hash
-from refrag_agent.timeline import MAX_ID_LENGTH, Segment
+from refrag_agent.timeline import MAX_ID_LENGTH, Chunk, Segment, content_hash
 
 _MAX_TOKEN_ID = 2**31 - 1
 

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from refrag_agent.logs import get_logger
-from refrag_agent.model.chunker import Chunk
+from refrag_agent.timeline import Chunk
 
 from . import keys
 from .chunks import chunk_schema

@@ -1,6 +1,6 @@
 """Expansion policies: which compressed chunks go back in as tokens (``refrag_agent.policies``).
 
-The configs import without torch; everything else is loaded on first use, so
+The config imports without torch; everything else is loaded on first use, so
 ``from refrag_agent.policies import PolicyConfig`` stays light.
 """
 
@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .config import GRPOConfig, PolicyConfig
+from .config import PolicyConfig
 
 if TYPE_CHECKING:
     from .base import (
         ChunkFeatures,
+        Episode,
         ExpansionPolicy,
         PolicyInput,
         Selection,
@@ -45,16 +46,9 @@ if TYPE_CHECKING:
         sequence_log_probs,
     )
     from .registry import PolicyName, make_policy
-    from .trainer import (
-        Episode,
-        EpisodeSource,
-        RewardFn,
-        grpo_step,
-        train_grpo,
-    )
 
 _LAZY = {
-    "base": ("ChunkFeatures", "ExpansionPolicy", "PolicyInput", "Selection"),
+    "base": ("ChunkFeatures", "Episode", "ExpansionPolicy", "PolicyInput", "Selection"),
     "grpo": ("clipped_surrogate", "group_advantages", "kl_estimate"),
     "heuristics": (
         "AllPolicy",
@@ -76,7 +70,6 @@ _LAZY = {
         "sequence_log_probs",
     ),
     "registry": ("PolicyName", "make_policy"),
-    "trainer": ("Episode", "EpisodeSource", "RewardFn", "grpo_step", "train_grpo"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -85,9 +78,7 @@ __all__ = [
     "Allowance",
     "ChunkFeatures",
     "Episode",
-    "EpisodeSource",
     "ExpansionPolicy",
-    "GRPOConfig",
     "LearnedPolicy",
     "NonePolicy",
     "OraclePolicy",
@@ -99,7 +90,6 @@ __all__ = [
     "PolicyNetwork",
     "RandomPolicy",
     "RecencyPolicy",
-    "RewardFn",
     "Rollout",
     "Selection",
     "SimilarityPolicy",
@@ -107,7 +97,6 @@ __all__ = [
     "clipped_surrogate",
     "greedy_select",
     "group_advantages",
-    "grpo_step",
     "kl_estimate",
     "load_policy",
     "make_policy",
@@ -115,7 +104,6 @@ __all__ = [
     "save_policy",
     "sequence_log_probs",
     "step_masks",
-    "train_grpo",
 ]
 
 

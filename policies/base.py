@@ -123,6 +123,14 @@ class Selection:
         return sum(inputs.chunks[i].n_tokens for i in self.indices)
 
 
+@dataclass(frozen=True)
+class Episode:
+    """One context to choose expansions for, and its budget: what a policy is trained on."""
+
+    inputs: PolicyInput
+    budget: Budget
+
+
 @runtime_checkable
 class ExpansionPolicy(Protocol):
     """Chooses which chunks of one decoder call are expanded back into tokens.

@@ -1,4 +1,4 @@
-"""Configs of the learned policy and its GRPO trainer: frozen dataclasses, no torch needed.
+"""Config of the learned policy: a frozen dataclass, no torch needed.
 
 :class:`PolicyConfig` is saved as JSON next to the policy's safetensors weights
 (:func:`refrag_agent.policies.save_policy`) and read back before the weights are loaded.
@@ -69,40 +69,3 @@ class PolicyConfig:
         if not isinstance(data, dict):
             raise ModelError("policy config is not a JSON object", path=str(path))
         return cls.from_dict(data)
-
-
-@dataclass(frozen=True)
-class GRPOConfig:
-    """Everything the GRPO trainer of the learned policy needs, in one place."""
-
-    steps: int = 200
-    group_size: int = 8  # rollouts per context; their rewards are normalised together
-    episodes_per_step: int = 1  # contexts per optimizer step
-    ppo_epochs: int = 2  # passes over the same rollouts; the clip keeps them near the old policy
-    clip_range: float = 0.2
-    kl_coef: float = 0.0  # > 0 adds a KL estimate to a frozen copy of the initial policy
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 50  # steps between resumable checkpoints (0 = only at the end)
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "group_size", "episodes_per_step", "ppo_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInput(f"{name} must be a positive integer", field=name, value=value)
-        if self.group_size < 2:
-            raise InvalidInput(
-                "group_size must be at least 2: advantages are relative to the group",
-                group_size=self.group_size,
-            )
-        if self.checkpoint_every < 0:
-            raise InvalidInput("checkpoint_every must be >= 0", value=self.checkpoint_every)
-        if not 0.0 < self.clip_range < 1.0:
-            raise InvalidInput("clip_range must be in (0, 1)", clip_range=self.clip_range)
-        for name in ("kl_coef", "weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0.0:
-                raise InvalidInput(f"{name} must be >= 0", field=name, value=getattr(self, name))
-        if self.lr <= 0.0:
-            raise InvalidInput("lr must be > 0", lr=self.lr)

@@ -16,8 +16,7 @@ import torch
 from refrag_agent.budget import Budget
 from refrag_agent.timeline import SegmentKind
 
-from .base import ChunkFeatures, PolicyInput
-from .trainer import Episode
+from .base import ChunkFeatures, Episode, PolicyInput
 
 _KINDS = tuple(SegmentKind)
 
@@ -83,7 +82,7 @@ class NeedleTask:
         return Episode(inputs=inputs, budget=budget), self.answer(inputs)
 
     def __call__(self, index: int) -> Episode:
-        """The episode source of :func:`~refrag_agent.policies.train_grpo`."""
+        """The episode source of :func:`refrag_agent.training.grpo.train_grpo`."""
         return self.episode(index)[0]
 
     @staticmethod

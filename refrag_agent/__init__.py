@@ -21,7 +21,7 @@ from refrag_agent.errors import (
     StoreError,
 )
 from refrag_agent.model.config import EncoderConfig, ProjectorConfig, RefragConfig
-from refrag_agent.timeline import Scope, Segment, SegmentKind
+from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
 
 if TYPE_CHECKING:
     from refrag_agent.agent import Agent, Reply, ReplyDone, Session, TextDelta, Usage
@@ -32,11 +32,9 @@ if TYPE_CHECKING:
         PlacementPlan,
         TokenSpan,
     )
-    from refrag_agent.model.checkpoint import load_checkpoint, save_checkpoint
-    from refrag_agent.model.chunker import Chunk
     from refrag_agent.model.encoder import ChunkEncoder
     from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
-    from refrag_agent.model.refrag import RefragModel
+    from refrag_agent.model.refrag import RefragModel, load_checkpoint, save_checkpoint
     from refrag_agent.model.tokenizer import (
         HFTokenizer,
         TiktokenTokenizer,
@@ -57,7 +55,6 @@ _LAZY = {
     "TextDelta": "refrag_agent.agent",
     "Usage": "refrag_agent.agent",
     "tool": "refrag_agent.tools",
-    "Chunk": "refrag_agent.model.chunker",
     "ChunkEncoder": "refrag_agent.model.encoder",
     "CompressedChunk": "refrag_agent.model.assembly",
     "ExpandedChunk": "refrag_agent.model.assembly",
@@ -71,9 +68,9 @@ _LAZY = {
     "TokenEvent": "refrag_agent.model.generation",
     "TokenSpan": "refrag_agent.model.assembly",
     "Tokenizer": "refrag_agent.model.tokenizer",
-    "load_checkpoint": "refrag_agent.model.checkpoint",
+    "load_checkpoint": "refrag_agent.model.refrag",
     "load_tokenizer": "refrag_agent.model.tokenizer",
-    "save_checkpoint": "refrag_agent.model.checkpoint",
+    "save_checkpoint": "refrag_agent.model.refrag",
 }
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import structlog
 
 from refrag_agent import __version__
+from refrag_agent.budget import Budget
+from refrag_agent.errors import RefragError
 
 
 def _configure(verbose: bool) -> None:
@@ -130,11 +132,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure(args.verbose)
-    from refrag_agent.errors import RefragError
-
+    # Each command imports what it runs, for import time: `refrag-agent --help` and a
+    # mistyped option load no torch, and a command loads only its own stack.
     try:
         if args.command == "demo":
-            from refrag_agent.budget import Budget
             from refrag_agent.demo import run_demo
 
             asyncio.run(
@@ -146,7 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         elif args.command == "chat":
-            from refrag_agent.budget import Budget
             from refrag_agent.console import run_chat
 
             asyncio.run(

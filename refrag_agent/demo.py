@@ -16,8 +16,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from refrag_agent.agent import Agent, Session
 from refrag_agent.budget import Budget
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.generation import SamplingParams
@@ -26,9 +27,6 @@ from refrag_agent.model.tiny import random_decoder
 from refrag_agent.model.tokenizer import TiktokenTokenizer
 from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import SegmentKind
-
-if TYPE_CHECKING:
-    from refrag_agent.agent import Agent, Session
 
 QUESTIONS = (
     ("What is my locker code?", "4821"),
@@ -137,8 +135,6 @@ async def run_demo(
     max_new_tokens: int = 24,
 ) -> list[DemoRow]:
     """Write the script to a fresh memory, answer the questions; print one row each."""
-    from refrag_agent.agent import Agent
-
     budget = budget or Budget(p=0.1)
     with tempfile.TemporaryDirectory(prefix="refrag-demo-") as scratch:
         folder = memory or Path(scratch) / "agent-memory"

@@ -1,13 +1,15 @@
-"""The conversation as data: scopes, segment kinds and segments.
+"""The conversation as data: scopes, segment kinds, segments and their chunks.
 
 A conversation is a timeline of :class:`Segment` rows inside one :class:`Scope`. Segments
-are cut into chunks of ``k`` decoder tokens (:mod:`refrag_agent.model.chunker`); the store
-keeps both (``refrag_agent.memory``).
+are cut into :class:`Chunk` s of ``k`` decoder tokens (:mod:`refrag_agent.model.chunker`);
+the store keeps both (``refrag_agent.memory``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -98,3 +100,22 @@ class Segment(BaseModel):
     def model_post_init(self, __context: Any) -> None:
         if not self.domain:
             object.__setattr__(self, "domain", self.kind.value)
+
+
+def content_hash(text: str) -> str:
+    """Hash of what the encoder reads; the embedding cache keys on it with the encoder."""
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """``k`` (or fewer) decoder tokens of one segment, with their text and content hash."""
+
+    index: int
+    token_ids: tuple[int, ...]
+    text: str
+    content_hash: str
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from refrag_agent.bench.common import median, percentile, run_header, write_json
-from refrag_agent.model.assembly import CompressedChunk, PlacementPlan, TokenSpan
+from refrag_agent.model.assembly import CompressedChunk, PlacementPlan, TokenSpan, assemble
 from refrag_agent.model.config import ProjectorConfig
 from refrag_agent.model.decoder import DecoderShape
 from refrag_agent.model.encoder import ChunkEncoder
@@ -56,8 +56,6 @@ def chunk_texts(encoder: ChunkEncoder, n_chunks: int, k: int) -> list[str]:
 
 def _ttft(decoder: Any, tokenizer: Any, projector: Projector, plan: PlacementPlan) -> float:
     """Assembly + prefill + first token, in seconds."""
-    from refrag_agent.model.assembly import assemble
-
     started = time.perf_counter()
     with torch.inference_mode():
         batch = assemble([plan], decoder.get_input_embeddings(), projector)
@@ -75,8 +73,6 @@ def _ttft(decoder: Any, tokenizer: Any, projector: Projector, plan: PlacementPla
 
 
 def _time_assembly(decoder: Any, projector: Projector, plan: PlacementPlan) -> float:
-    from refrag_agent.model.assembly import assemble
-
     started = time.perf_counter()
     with torch.inference_mode():
         assemble([plan], decoder.get_input_embeddings(), projector)

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from refrag_agent.bench.evaluation import Evaluator, TextWindow, select
+from refrag_agent.engines import resolve_model
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.policies import OraclePolicy, make_policy
 from refrag_agent.training.stages import EVERY_CHUNK
 from refrag_agent.training.tasks import TaskExample
 
@@ -32,8 +34,6 @@ POLICY_ORDER = (
 
 def load_bench_model(model: RefragModel | str | Path | None) -> tuple[RefragModel, str]:
     """The model a quality benchmark measures, and the name it records."""
-    from refrag_agent.engines import resolve_model
-
     if isinstance(model, RefragModel):
         name = "in-memory model"
     else:
@@ -58,8 +58,6 @@ class PolicySet:
         return tuple(n for n in POLICY_ORDER if n not in skip)
 
     def _policy(self, name: str, scores: Any, oracle: set[int] | None) -> Any:
-        from refrag_agent.policies import OraclePolicy, make_policy
-
         if name == "oracle":
             assert oracle is not None
             return OraclePolicy(oracle)

@@ -29,8 +29,7 @@ from tqdm import tqdm
 
 from refrag_agent.bench.common import percentile, run_header, write_json
 from refrag_agent.memory import HashEncoder, MemoryStore, StoreSettings
-from refrag_agent.model.chunker import Chunk, content_hash
-from refrag_agent.timeline import Scope, Segment, SegmentKind
+from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind, content_hash
 
 DIM = 384
 CHUNKS_PER_SEGMENT = 16

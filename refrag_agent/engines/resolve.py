@@ -12,6 +12,7 @@ from refrag_agent.engines.protocol import Engine
 from refrag_agent.engines.remote import API_KEY_ENV, RemoteEngine
 from refrag_agent.errors import InvalidInput, ModelError
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.policies import load_policy
 
 BUNDLED_MODEL = Path(__file__).parents[1] / "bundled" / "tiny"
 
@@ -53,7 +54,7 @@ def resolve_model(model: Any) -> RefragModel:
             url=model,
         )
     if isinstance(model, (str, Path)):
-        return RefragModel.load(model)
+        return RefragModel.load(model, load_policy=load_policy)
     raise InvalidInput(
         "model must be None, a checkpoint directory, a RefragModel or an http:// URL",
         got=type(model).__name__,
@@ -68,4 +69,4 @@ def default_model() -> RefragModel:
             path=str(BUNDLED_MODEL),
             fix="reinstall refrag-agent, or pass model= a checkpoint directory",
         )
-    return RefragModel.load(BUNDLED_MODEL)
+    return RefragModel.load(BUNDLED_MODEL, load_policy=load_policy)

@@ -10,6 +10,12 @@
     tokenizer/               the decoder's tokenizer
     policy/                  the learned expansion policy, when one was trained
 
+The model layer reads and writes the model's parts (:class:`CheckpointParts`) and holds the
+policy as an opaque module: its files are written and read by the functions of the layer
+that owns policies (``refrag_agent.policies.save_policy`` and ``load_policy``), passed in as
+``save_policy`` and ``load_policy``. :meth:`RefragModel.load` and :meth:`RefragModel.save`
+build on these functions.
+
 Loading checks every piece against its recorded fingerprint and, when one differs, names
 the component, the fields or tensors that differ, and what to do about it. Fingerprints
 cover what a component computes, never a library's version string (``fingerprint.py``).
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +35,22 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from refrag_agent.errors import ModelError
+from refrag_agent.errors import InvalidInput, ModelError
 from refrag_agent.model.config import CONFIG_FILE, EncoderConfig, RefragConfig
 from refrag_agent.model.decoder import DecoderShape, decoder_fingerprint, load_decoder
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.fingerprint import Fingerprint, json_value
 from refrag_agent.model.projector import Projector
-from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tensor_digest import tensor_digests
-from refrag_agent.model.tokenizer import load_tokenizer, tokenizer_fingerprint
+from refrag_agent.model.tokenizer import Tokenizer, load_tokenizer, tokenizer_fingerprint
 
 PROJECTOR_FILE = "projector.safetensors"
 POLICY_DIR = "policy"
+
+# How the policy's own files are written and read (refrag_agent.policies.save_policy and
+# load_policy): the model layer does not know the policy's class.
+PolicySaver = Callable[[nn.Module, Path], object]
+PolicyLoader = Callable[[Path], nn.Module]
 
 
 # What a user can do when a component differs from the one a checkpoint was saved with.
@@ -70,21 +82,33 @@ def policy_fingerprint(policy: nn.Module) -> Fingerprint:
     return Fingerprint(fields, tensor_digests(policy.state_dict()))
 
 
-def model_fingerprints(model: RefragModel) -> dict[str, Fingerprint]:
-    """The content fingerprint of every component of ``model``, by component name."""
+@dataclass
+class CheckpointParts:
+    """What a checkpoint holds, loaded: the arguments of ``RefragModel(...)``."""
+
+    config: RefragConfig
+    tokenizer: Tokenizer
+    decoder: Any
+    projector: Projector
+    encoder: ChunkEncoder
+    policy: nn.Module | None = None
+
+
+def model_fingerprints(parts: CheckpointParts) -> dict[str, Fingerprint]:
+    """The content fingerprint of every component, by component name."""
     found = {
-        "encoder": model.encoder.manifest,
-        "decoder": decoder_fingerprint(model.decoder),
-        "tokenizer": tokenizer_fingerprint(model.tokenizer),
-        "projector": projector_fingerprint(model.projector, model.config.projector),
+        "encoder": parts.encoder.manifest,
+        "decoder": decoder_fingerprint(parts.decoder),
+        "tokenizer": tokenizer_fingerprint(parts.tokenizer),
+        "projector": projector_fingerprint(parts.projector, parts.config.projector),
     }
-    if model.policy is not None:
-        found["policy"] = policy_fingerprint(model.policy)
+    if parts.policy is not None:
+        found["policy"] = policy_fingerprint(parts.policy)
     return found
 
 
-def _records(model: RefragModel) -> dict[str, dict[str, Any]]:
-    return {name: fp.to_dict() for name, fp in model_fingerprints(model).items()}
+def _records(parts: CheckpointParts) -> dict[str, dict[str, Any]]:
+    return {name: fp.to_dict() for name, fp in model_fingerprints(parts).items()}
 
 
 def check_fingerprint(
@@ -118,21 +142,31 @@ def _resolve(directory: Path, reference: str) -> Path:
     return ref if ref.is_absolute() else directory / ref
 
 
-def save_checkpoint(
-    model: RefragModel, directory: str | Path, *, save_decoder: bool = True
-) -> Path:
-    """Write ``model`` to ``directory``.
+def write_checkpoint(
+    parts: CheckpointParts,
+    directory: str | Path,
+    *,
+    save_decoder: bool = True,
+    save_policy: PolicySaver | None = None,
+) -> RefragConfig:
+    """Write ``parts`` to ``directory``; returns the config written to ``refrag.json``.
 
     With ``save_decoder=False`` the decoder is not copied and ``refrag.json`` keeps the
-    model's current decoder reference, which must then be an absolute path.
+    current decoder reference, which must then be an absolute path. A policy is written by
+    ``save_policy`` (``refrag_agent.policies.save_policy``), which it then needs.
     """
+    if parts.policy is not None and save_policy is None:
+        raise InvalidInput(
+            "saving a model with a policy needs save_policy",
+            fix="pass save_policy=refrag_agent.policies.save_policy",
+        )
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.projector.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in parts.projector.state_dict().items()}
     save_file(state, str(out / PROJECTOR_FILE))
-    decoder_ref = model.config.decoder
+    decoder_ref = parts.config.decoder
     if save_decoder:
-        model.decoder.save_pretrained(str(out / "decoder"))
+        parts.decoder.save_pretrained(str(out / "decoder"))
         decoder_ref = "decoder"
     elif not Path(decoder_ref).is_absolute():
         raise ModelError(
@@ -140,33 +174,33 @@ def save_checkpoint(
             decoder=decoder_ref,
             fix="set config.decoder to the decoder's directory, or save the decoder",
         )
-    model.tokenizer.save(out / "tokenizer")
-    if model.policy is not None:
-        from refrag_agent.policies import save_policy
-
-        save_policy(model.policy, out / POLICY_DIR)
+    parts.tokenizer.save(out / "tokenizer")
+    if parts.policy is not None and save_policy is not None:
+        save_policy(parts.policy, out / POLICY_DIR)
     config = dataclasses.replace(
-        model.config, decoder=decoder_ref, tokenizer="tokenizer", fingerprints=_records(model)
+        parts.config, decoder=decoder_ref, tokenizer="tokenizer", fingerprints=_records(parts)
     )
     (out / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
-    model.config = config
-    return out
+    return config
 
 
-def load_checkpoint(
+def read_checkpoint(
     directory: str | Path,
     *,
     encoder: ChunkEncoder | None = None,
     decoder: Any = None,
     dtype: torch.dtype | None = None,
     check_encoder: bool = True,
-) -> RefragModel:
-    """Load a checkpoint directory written by :func:`save_checkpoint`.
+    load_policy: PolicyLoader | None = None,
+) -> CheckpointParts:
+    """Load the parts of a checkpoint directory written by :func:`write_checkpoint`.
 
     ``encoder`` or ``decoder`` may be passed already loaded (shared between models);
     ``check_encoder=False`` skips the encoder's fingerprint check (for instance, to
     fine-tune). With ``dtype`` the decoder's weights are cast, so only its config fields
-    are checked against the recorded fingerprint.
+    are checked against the recorded fingerprint. The policy is loaded, and checked, when
+    the checkpoint has one and ``load_policy`` (``refrag_agent.policies.load_policy``) is
+    given; without it ``policy`` is None.
     """
     root = Path(directory)
     config = RefragConfig.read(root)
@@ -218,12 +252,10 @@ def load_checkpoint(
         "projector", projector_fingerprint(projector, config.projector), config, path=config_path
     )
     policy = None
-    if (root / POLICY_DIR).is_dir():
-        from refrag_agent.policies import load_policy
-
+    if load_policy is not None and (root / POLICY_DIR).is_dir():
         policy = load_policy(root / POLICY_DIR).eval()
         check_fingerprint("policy", policy_fingerprint(policy), config, path=config_path)
-    return RefragModel(
+    return CheckpointParts(
         config=config,
         tokenizer=tokenizer,
         decoder=decoder,
@@ -233,14 +265,23 @@ def load_checkpoint(
     )
 
 
-def upgrade_checkpoint(directory: str | Path) -> RefragConfig:
+def upgrade_checkpoint(
+    directory: str | Path, *, load_policy: PolicyLoader | None = None
+) -> RefragConfig:
     """Rewrite an older ``refrag.json`` in the current format, fingerprints included.
 
     Only ``refrag.json`` is written; the weights stay as they are. The fingerprints are
-    taken from the files on disk, so run it on a checkpoint you trust.
+    taken from the files on disk, so run it on a checkpoint you trust. A checkpoint with a
+    policy needs ``load_policy`` (``refrag_agent.policies.load_policy``) to fingerprint it.
     """
     root = Path(directory)
-    model = load_checkpoint(root, check_encoder=False)
-    config = dataclasses.replace(model.config, fingerprints=_records(model))
+    if load_policy is None and (root / POLICY_DIR).is_dir():
+        raise InvalidInput(
+            "this checkpoint has a policy: fingerprinting it needs load_policy",
+            path=str(root / POLICY_DIR),
+            fix="pass load_policy=refrag_agent.policies.load_policy",
+        )
+    parts = read_checkpoint(root, check_encoder=False, load_policy=load_policy)
+    config = dataclasses.replace(parts.config, fingerprints=_records(parts))
     (root / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
     return config

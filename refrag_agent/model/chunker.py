@@ -6,33 +6,13 @@ chunk may be shorter than ``k``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from refrag_agent.errors import InvalidInput
 from refrag_agent.model.tokenizer import Tokenizer
+from refrag_agent.timeline import Chunk, content_hash
 
 DEFAULT_CHUNK_TOKENS = 16
-
-
-def content_hash(text: str) -> str:
-    """Hash of what the encoder reads; the embedding cache keys on it with the encoder."""
-    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """``k`` (or fewer) decoder tokens of one segment, with their text and content hash."""
-
-    index: int
-    token_ids: tuple[int, ...]
-    text: str
-    content_hash: str
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.token_ids)
 
 
 def split_tokens(token_ids: Sequence[int], k: int) -> list[tuple[int, ...]]:

@@ -20,7 +20,14 @@ from refrag_agent.model.assembly import (
     TokenSpan,
     assemble,
 )
-from refrag_agent.model.chunker import Chunk, chunk_text
+from refrag_agent.model.checkpoint import (
+    CheckpointParts,
+    PolicyLoader,
+    PolicySaver,
+    read_checkpoint,
+    write_checkpoint,
+)
+from refrag_agent.model.chunker import chunk_text
 from refrag_agent.model.config import EncoderConfig, ProjectorConfig, RefragConfig
 from refrag_agent.model.decoder import DecoderShape, check_decoder
 from refrag_agent.model.encoder import ChunkEncoder
@@ -34,13 +41,15 @@ from refrag_agent.model.generation import (
 from refrag_agent.model.projector import Projector
 from refrag_agent.model.quiet import quiet_transformers
 from refrag_agent.model.tokenizer import Tokenizer
+from refrag_agent.timeline import Chunk
 
 
 class RefragModel:
     """The four parts of REFRAG and the operations that need more than one of them.
 
-    Build one with :meth:`create` (new projector), :meth:`load` (a checkpoint directory)
-    or :func:`refrag_agent.model.checkpoint.load_checkpoint`.
+    Build one with :meth:`create` (new projector) or :meth:`load` (a checkpoint directory).
+    ``policy`` is the learned expansion policy, when one was trained: the model carries it
+    in and out of checkpoints without knowing its class (``refrag_agent.policies``).
     """
 
     def __init__(
@@ -59,7 +68,7 @@ class RefragModel:
         self.projector = projector
         self.encoder = encoder
         self.shape = DecoderShape.of(decoder)
-        self.policy = policy  # the learned expansion policy, when one was trained
+        self.policy = policy
 
     @classmethod
     def create(
@@ -94,18 +103,63 @@ class RefragModel:
         )
 
     @classmethod
-    def load(cls, directory: str | Path, **kwargs: Any) -> RefragModel:
-        """Load a checkpoint directory (see ``checkpoint.load_checkpoint``)."""
-        from refrag_agent.model.checkpoint import load_checkpoint
+    def load(
+        cls,
+        directory: str | Path,
+        *,
+        encoder: ChunkEncoder | None = None,
+        decoder: Any = None,
+        dtype: torch.dtype | None = None,
+        check_encoder: bool = True,
+        load_policy: PolicyLoader | None = None,
+    ) -> RefragModel:
+        """Load a checkpoint directory (see ``checkpoint.read_checkpoint``).
 
+        Its learned policy comes with it when ``load_policy`` is given
+        (``refrag_agent.policies.load_policy``; ``Agent.open`` and ``refrag_agent.engines``
+        pass it); without it ``policy`` is None.
+        """
         with quiet_transformers():
-            return load_checkpoint(directory, **kwargs)
+            parts = read_checkpoint(
+                directory,
+                encoder=encoder,
+                decoder=decoder,
+                dtype=dtype,
+                check_encoder=check_encoder,
+                load_policy=load_policy,
+            )
+        return cls(
+            config=parts.config,
+            tokenizer=parts.tokenizer,
+            decoder=parts.decoder,
+            projector=parts.projector,
+            encoder=parts.encoder,
+            policy=parts.policy,
+        )
 
-    def save(self, directory: str | Path, *, save_decoder: bool = True) -> Path:
-        """Write a checkpoint directory; returns its path."""
-        from refrag_agent.model.checkpoint import save_checkpoint
+    def save(
+        self,
+        directory: str | Path,
+        *,
+        save_decoder: bool = True,
+        save_policy: PolicySaver | None = None,
+    ) -> Path:
+        """Write a checkpoint directory; returns its path.
 
-        return save_checkpoint(self, directory, save_decoder=save_decoder)
+        A model with a policy needs ``save_policy`` (``refrag_agent.policies.save_policy``).
+        """
+        parts = CheckpointParts(
+            config=self.config,
+            tokenizer=self.tokenizer,
+            decoder=self.decoder,
+            projector=self.projector,
+            encoder=self.encoder,
+            policy=self.policy,
+        )
+        self.config = write_checkpoint(
+            parts, directory, save_decoder=save_decoder, save_policy=save_policy
+        )
+        return Path(directory)
 
     @property
     def k(self) -> int:
@@ -224,3 +278,8 @@ class RefragModel:
 
         async for item in iterate_in_thread(run):
             yield item
+
+
+# The function spellings of the public API (``refrag_agent.load_checkpoint``).
+load_checkpoint = RefragModel.load
+save_checkpoint = RefragModel.save

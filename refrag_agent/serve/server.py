@@ -17,6 +17,7 @@ import uvicorn
 
 from refrag_agent.engines import resolve_model
 from refrag_agent.errors import DecoderUnavailable, InvalidInput
+from refrag_agent.memory import MemoryStore
 from refrag_agent.serve.app import RefragServer
 from refrag_agent.serve.limits import LOOPBACK, ServeLimits, is_loopback
 
@@ -53,8 +54,6 @@ def serve(
 
 async def _serve(server: RefragServer, *, host: str, port: int, memory: str | Path | None) -> None:
     if memory is not None:
-        from refrag_agent.memory import MemoryStore
-
         server.memory = await MemoryStore.open(memory, encoder=server.model.encoder)
     config = uvicorn.Config(server.app, host=host, port=port, log_level="warning")
     print(f"serving {server.name!r} on http://{host}:{port}/v1 (Ctrl-C stops)")

@@ -11,6 +11,7 @@ from refrag_agent.training.curriculum import (
     constant_curriculum,
     geometric_curriculum,
 )
+from refrag_agent.training.grpo import EpisodeSource, GRPOConfig, RewardFn, grpo_step, train_grpo
 from refrag_agent.training.loop import run_train, train
 from refrag_agent.training.presets import (
     PRESETS,
@@ -29,13 +30,18 @@ __all__ = [
     "Curriculum",
     "CurriculumStage",
     "DecoderSpec",
+    "EpisodeSource",
+    "GRPOConfig",
     "Preset",
+    "RewardFn",
     "StageConfig",
     "StageName",
     "constant_curriculum",
     "geometric_curriculum",
     "get_preset",
+    "grpo_step",
     "run_train",
     "train",
+    "train_grpo",
     "with_stage",
 ]

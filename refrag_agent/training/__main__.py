@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import structlog
+from transformers.utils import logging as hf_logging
+
+from refrag_agent.errors import RefragError
+from refrag_agent.training.loop import run_train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,14 +27,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import logging
-
-    import structlog
-    from transformers.utils import logging as hf_logging
-
-    from refrag_agent.errors import RefragError
-    from refrag_agent.training.loop import run_train
-
     # An entry point, like the CLI: it configures logging; progress bars stay on.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     hf_logging.disable_progress_bar()

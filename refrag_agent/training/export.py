@@ -1,7 +1,8 @@
 """Turn a finished training run into one self-describing model directory.
 
 ``refrag-agent export RUN_DIR DEST`` writes the last stage's model with the trained policy
-attached (a normal checkpoint: ``RefragModel.load(DEST)``) and, beside it, what made it:
+attached (a normal checkpoint: ``RefragModel.load(DEST, load_policy=load_policy)``) and,
+beside it, what made it:
 
     recipe.json            the preset, every stage's settings
     data_manifest.json     corpus files and sha256s, the split rule, tokenizer and seeds
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from refrag_agent.errors import InvalidInput
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.policies import load_policy, save_policy
 from refrag_agent.training.build import DATA_DIR, MODEL_DIR
 from refrag_agent.training.presets import STAGES
 
@@ -38,12 +40,10 @@ def export_model(run_dir: str | Path, dest: str | Path) -> Path:
     model = RefragModel.load(last)
     policy_dir = run / "rl" / "policy"
     if policy_dir.is_dir():
-        from refrag_agent.policies import load_policy
-
         model.policy = load_policy(policy_dir).eval()
     if out.exists():
         shutil.rmtree(out)
-    model.save(out)
+    model.save(out, save_policy=save_policy)
     for src, name in RUN_FILES.items():
         if (run / src).is_file():
             shutil.copyfile(run / src, out / name)

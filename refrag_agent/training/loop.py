@@ -44,6 +44,7 @@ from refrag_agent.training.build import (
 )
 from refrag_agent.training.data import Split
 from refrag_agent.training.presets import STAGES, Preset, StageName, get_preset
+from refrag_agent.training.rl import train_rl
 from refrag_agent.training.stages import (
     RefragLM,
     TrainBatch,
@@ -167,8 +168,6 @@ def train_stage(
     accelerator = Accelerator(mixed_precision=preset.mixed_precision)
     model = initial_model(preset, name, out_dir, data.tokenizer)
     if name == "rl":
-        from refrag_agent.training.rl import train_rl
-
         rl_result = train_rl(
             preset, config, model, stage_dir, accelerator, resume=resume, max_steps=max_steps
         )

@@ -1,10 +1,10 @@
-"""The rl stage: a thin adapter onto the expansion policy's GRPO trainer (``policies``).
+"""The rl stage: a thin adapter onto the expansion policy's GRPO trainer (:mod:`.grpo`).
 
 Episodes are agent-memory tasks laid out as the SDK lays them out; the policy picks which
 chunks to expand under ``Budget(p=rl_p)``; the reward is the negative log-perplexity of the
 *gold* answer under the frozen REFRAG model given that expansion (the paper's reward; never
 the model's own rollouts). Encoder, projector and decoder stay frozen; only the policy
-trains, and :func:`refrag_agent.policies.train_grpo` owns its loop, checkpoints and resume.
+trains, and :func:`.grpo.train_grpo` owns its loop, checkpoints and resume.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from refrag_agent.budget import Budget
 from refrag_agent.context import policy_input
 from refrag_agent.errors import InvalidInput
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.policies import Episode, PolicyConfig, PolicyInput, PolicyNetwork
+from refrag_agent.training.grpo import CHECKPOINT_DIR, STATE_FILE, GRPOConfig, train_grpo
 from refrag_agent.training.presets import Preset, StageConfig
 from refrag_agent.training.stages import RefragLM, VectorCache, collate, layout_task, task_size
 from refrag_agent.training.tasks import TaskExample, TaskName, mixed_example
@@ -40,16 +42,6 @@ def train_rl(
     resume: bool,
     max_steps: int | None = None,
 ) -> dict[str, Any]:
-    from refrag_agent.policies import (
-        Episode,
-        GRPOConfig,
-        PolicyConfig,
-        PolicyInput,
-        PolicyNetwork,
-        train_grpo,
-    )
-    from refrag_agent.policies.trainer import CHECKPOINT_DIR, STATE_FILE
-
     if not resume and (stage_dir / CHECKPOINT_DIR / STATE_FILE).is_file():
         raise InvalidInput(
             "out_dir holds an interrupted run of this stage",

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from refrag_agent.memory import HashEncoder, MemoryStore, StoreSettings
-from refrag_agent.model.chunker import Chunk, chunk_text
+from refrag_agent.model.chunker import chunk_text
 from refrag_agent.model.tokenizer import TiktokenTokenizer
-from refrag_agent.timeline import Scope, Segment, SegmentKind
+from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 _PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -11,8 +11,7 @@ import pytest
 
 from refrag_agent.errors import InvalidInput, ScopeError
 from refrag_agent.memory import MemoryStore
-from refrag_agent.model.chunker import Chunk, content_hash
-from refrag_agent.timeline import Scope, Segment
+from refrag_agent.timeline import Chunk, Scope, Segment, content_hash
 
 from .conftest import OpenStore, make_segment
 

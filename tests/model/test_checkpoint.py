@@ -7,12 +7,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from refrag_agent import ModelError
-from refrag_agent.model.checkpoint import PROJECTOR_FILE, load_checkpoint, upgrade_checkpoint
+from refrag_agent import InvalidInput, ModelError
+from refrag_agent.model.checkpoint import PROJECTOR_FILE, upgrade_checkpoint
 from refrag_agent.model.config import CONFIG_FILE, FORMAT_VERSION, EncoderConfig
 from refrag_agent.model.encoder import ChunkEncoder
-from refrag_agent.model.refrag import RefragModel
+from refrag_agent.model.refrag import RefragModel, load_checkpoint
 from refrag_agent.model.tiny import random_decoder
+from refrag_agent.policies import PolicyConfig, PolicyNetwork, load_policy, save_policy
 
 from .conftest import LONG_TEXT
 
@@ -117,16 +118,54 @@ def test_missing_decoder_and_bad_json(saved: Path, minilm: ChunkEncoder) -> None
         load_checkpoint(saved, encoder=minilm)
 
 
-def test_learned_policy_travels_with_the_checkpoint(llama: RefragModel, tmp_path: Path) -> None:
-    from refrag_agent.policies import PolicyConfig, PolicyNetwork
-
+@pytest.fixture
+def with_policy(llama: RefragModel, tmp_path: Path) -> tuple[Path, PolicyNetwork]:
     network = PolicyNetwork(PolicyConfig(embed_dim=llama.encoder.dim))
     llama.policy = network
     try:
-        saved = llama.save(tmp_path / "with-policy")
+        return llama.save(tmp_path / "with-policy", save_policy=save_policy), network
     finally:
         llama.policy = None
-    loaded = load_checkpoint(saved, encoder=llama.encoder)
-    assert loaded.policy is not None
+
+
+def test_learned_policy_travels_with_the_checkpoint(
+    with_policy: tuple[Path, PolicyNetwork], llama: RefragModel
+) -> None:
+    saved, network = with_policy
+    loaded = RefragModel.load(saved, encoder=llama.encoder, load_policy=load_policy)
+    assert isinstance(loaded.policy, PolicyNetwork)
     for name, value in network.state_dict().items():
         torch.testing.assert_close(loaded.policy.state_dict()[name], value)
+    # The model layer does not know the policy's class: without its loader, no policy.
+    assert RefragModel.load(saved, encoder=llama.encoder).policy is None
+
+
+def test_changed_policy_fails_the_load(
+    with_policy: tuple[Path, PolicyNetwork], llama: RefragModel
+) -> None:
+    saved, _ = with_policy
+    weights = saved / "policy" / "policy.safetensors"
+    state = load_file(str(weights))
+    name = next(iter(state))
+    state[name] = state[name] + 1.0
+    save_file(state, str(weights))
+    with pytest.raises(ModelError, match="policy") as err:
+        RefragModel.load(saved, encoder=llama.encoder, load_policy=load_policy)
+    assert err.value.context["component"] == "policy"
+
+
+def test_a_policy_is_saved_and_upgraded_only_with_its_functions(
+    with_policy: tuple[Path, PolicyNetwork], llama: RefragModel, tmp_path: Path
+) -> None:
+    saved, network = with_policy
+    llama.policy = network
+    try:
+        with pytest.raises(InvalidInput, match="save_policy"):
+            llama.save(tmp_path / "no-saver")
+    finally:
+        llama.policy = None
+    assert not (tmp_path / "no-saver").exists()
+    with pytest.raises(InvalidInput, match="load_policy"):
+        upgrade_checkpoint(saved)
+    upgraded = upgrade_checkpoint(saved, load_policy=load_policy)
+    assert "policy" in upgraded.fingerprints

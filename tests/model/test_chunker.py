@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 
 from refrag_agent import InvalidInput
-from refrag_agent.model.chunker import chunk_text, content_hash
+from refrag_agent.model.chunker import chunk_text
 from refrag_agent.model.tokenizer import TiktokenTokenizer
+from refrag_agent.timeline import content_hash
 
 from .conftest import LONG_TEXT
 

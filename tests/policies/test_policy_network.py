@@ -156,13 +156,12 @@ def test_config_checks_and_embed_dim_mismatch() -> None:
         policy.select(random_input(4, 9), Budget(p=0.5))
 
 
-def test_configs_import_without_torch() -> None:
+def test_config_imports_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from refrag_agent.policies import GRPOConfig, PolicyConfig\n"
+        "from refrag_agent.policies import PolicyConfig\n"
         "c = PolicyConfig.from_dict({'d_model': 32})\n"
         "assert PolicyConfig.from_dict(__import__('json').loads(c.to_json())) == c\n"
-        "print(GRPOConfig().group_size)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

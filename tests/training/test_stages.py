@@ -17,8 +17,6 @@ from refrag_agent.model.refrag import RefragModel
 from refrag_agent.training import get_preset, run_train, train
 from refrag_agent.training.stages import IGNORE, Example, collate
 
-from .conftest import HAS_RL
-
 Chain = tuple[Path, dict[str, Any]]
 
 
@@ -32,7 +30,6 @@ def test_stage_lowers_loss_on_a_fixed_batch(chain: Chain, stage: str) -> None:
     RefragModel.load(out / stage / "model")  # every stage leaves a loadable checkpoint
 
 
-@pytest.mark.skipif(not HAS_RL, reason="refrag_agent.policies exposes no GRPO trainer")
 def test_rl_stage_runs_the_policy_trainer(chain: Chain) -> None:
     out, summary = chain
     s = summary["rl"]

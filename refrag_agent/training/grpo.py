@@ -1,11 +1,11 @@
-"""GRPO trainer of the learned expansion policy.
+"""GRPO trainer of the learned expansion policy: what the rl stage (:mod:`.rl`) runs.
 
 Reads top to bottom: :func:`train_grpo` sets up an ``accelerate.Accelerator``, the
 optimizer and (if asked) a frozen reference policy, resumes from ``out_dir`` when a
 checkpoint is there, then loops: draw episodes, :func:`grpo_step`, log, checkpoint.
 :func:`grpo_step` is one update: sample a group of selections per episode, reward them,
 then ``ppo_epochs`` passes of clipped-surrogate loss, backward, clip, step. The maths lives
-in :mod:`.grpo`.
+in :mod:`refrag_agent.policies.grpo`, the network in :mod:`refrag_agent.policies.network`.
 
 The reward is injected: ``reward(inputs, expanded) -> float`` for one context and the
 chunks expanded in it (pins included). In REFRAG it is the negative log-perplexity of the
@@ -26,15 +26,12 @@ import torch.nn as nn
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from refrag_agent.budget import Budget
 from refrag_agent.errors import InvalidInput, ModelError
 from refrag_agent.logs import get_logger
-
-from .base import PolicyInput
-from .config import GRPOConfig
-from .grpo import clipped_surrogate, group_advantages, kl_estimate
-from .masking import Allowance, resolve
-from .network import (
+from refrag_agent.policies.base import Episode, PolicyInput
+from refrag_agent.policies.grpo import clipped_surrogate, group_advantages, kl_estimate
+from refrag_agent.policies.masking import Allowance, resolve
+from refrag_agent.policies.network import (
     PolicyNetwork,
     Rollout,
     load_policy,
@@ -48,6 +45,9 @@ log = get_logger(__name__)
 RewardFn = Callable[[PolicyInput, Sequence[int]], float]
 """``(inputs, expanded chunk indices) -> reward``; higher is better."""
 
+EpisodeSource = Callable[[int], Episode]
+"""Episode number -> episode. Indexed, so a resumed run sees the same stream of episodes."""
+
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "trainer_state.json"
@@ -58,15 +58,40 @@ POLICY_DIR = "policy"
 
 
 @dataclass(frozen=True)
-class Episode:
-    """One context to choose expansions for, and its budget."""
+class GRPOConfig:
+    """Everything the GRPO trainer of the learned policy needs, in one place."""
 
-    inputs: PolicyInput
-    budget: Budget
+    steps: int = 200
+    group_size: int = 8  # rollouts per context; their rewards are normalised together
+    episodes_per_step: int = 1  # contexts per optimizer step
+    ppo_epochs: int = 2  # passes over the same rollouts; the clip keeps them near the old policy
+    clip_range: float = 0.2
+    kl_coef: float = 0.0  # > 0 adds a KL estimate to a frozen copy of the initial policy
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50  # steps between resumable checkpoints (0 = only at the end)
 
-
-EpisodeSource = Callable[[int], Episode]
-"""Episode number -> episode. Indexed, so a resumed run sees the same stream of episodes."""
+    def __post_init__(self) -> None:
+        for name in ("steps", "group_size", "episodes_per_step", "ppo_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"{name} must be a positive integer", field=name, value=value)
+        if self.group_size < 2:
+            raise InvalidInput(
+                "group_size must be at least 2: advantages are relative to the group",
+                group_size=self.group_size,
+            )
+        if self.checkpoint_every < 0:
+            raise InvalidInput("checkpoint_every must be >= 0", value=self.checkpoint_every)
+        if not 0.0 < self.clip_range < 1.0:
+            raise InvalidInput("clip_range must be in (0, 1)", clip_range=self.clip_range)
+        for name in ("kl_coef", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0.0:
+                raise InvalidInput(f"{name} must be >= 0", field=name, value=getattr(self, name))
+        if self.lr <= 0.0:
+            raise InvalidInput("lr must be > 0", lr=self.lr)
 
 
 @dataclass

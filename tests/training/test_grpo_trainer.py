@@ -9,16 +9,14 @@ from accelerate import Accelerator
 from refrag_agent.budget import Budget
 from refrag_agent.policies import (
     Episode,
-    GRPOConfig,
     LearnedPolicy,
     PolicyConfig,
     PolicyInput,
     PolicyNetwork,
-    grpo_step,
     load_policy,
-    train_grpo,
 )
 from refrag_agent.policies.toy import NeedleTask, random_input
+from refrag_agent.training import GRPOConfig, grpo_step, train_grpo
 
 DIM = 8
 CONFIG = PolicyConfig(embed_dim=DIM, d_model=16, n_layers=1, n_heads=2)
