@@ -27,16 +27,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from refrag_agent.budget import Budget
 from refrag_agent.engines.metadata import model_metadata
 from refrag_agent.errors import RefragError
 from refrag_agent.logs import get_logger
 from refrag_agent.memory import MemoryStore
-from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, TokenEvent
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.serve.errors import ApiError
 from refrag_agent.serve.limits import ServeLimits
-from refrag_agent.serve.requests import ChatRequest, build_plan, fetch_segments
+from refrag_agent.serve.requests import ChatRequest, Prepared, build_plan, fetch_segments
 from refrag_agent.serve.scheduler import JobError, Scheduler, ServerBusy, Ticket
 
 log = get_logger(__name__)
@@ -50,8 +50,9 @@ class RefragServer:
 
     ``api_key``: when set, every route but ``/health`` needs ``Authorization: Bearer
     <key>``. ``memory``: a store that ``refrag_segments`` parts may refer to (the caller
-    opens and closes it). The decoding thread starts with the first request and stops
-    when the app shuts down or :meth:`close` is called.
+    opens and closes it). ``budget``: the expansion budget of requests that name none
+    (default: nothing expanded beyond the last turns). The decoding thread starts with
+    the first request and stops when the app shuts down or :meth:`close` is called.
     """
 
     def __init__(
@@ -62,12 +63,14 @@ class RefragServer:
         limits: ServeLimits | None = None,
         api_key: str | None = None,
         memory: MemoryStore | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.model = model
         self.name = name
         self.limits = limits or ServeLimits()
         self.api_key = api_key or None
         self.memory = memory
+        self.budget = budget or Budget()
         self.scheduler = Scheduler(model, self.limits)
         self.created = int(time.time())
         self._metadata: bytes | None = None
@@ -117,15 +120,18 @@ class RefragServer:
             )
         chat.check(self.limits)
         fetched = await fetch_segments(chat, self.memory)
-        plan = await asyncio.to_thread(
-            build_plan, chat, self.model, fetched=fetched, limits=self.limits
+        prepared = await asyncio.to_thread(
+            build_plan,
+            chat,
+            self.model,
+            fetched=fetched,
+            limits=self.limits,
+            budget=self.budget,
         )
-        params = chat.sampling(
-            room=self.model.shape.max_positions - plan.n_positions, limits=self.limits
+        ticket = self.scheduler.submit(
+            prepared.plan, prepared.params, started=started, ignore_eos=chat.ignore_eos
         )
-        self.model.check_fits([plan], params.max_new_tokens)
-        ticket = self.scheduler.submit(plan, params, started=started, ignore_eos=chat.ignore_eos)
-        reply = _Reply(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.name, plan)
+        reply = _Reply(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.name, prepared)
         if chat.stream:
             usage = chat.stream_options is not None and chat.stream_options.include_usage
             return StreamingResponse(
@@ -159,7 +165,7 @@ class _Reply:
     id: str
     created: int
     model: str
-    plan: PlacementPlan
+    prepared: Prepared
 
     def _head(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
@@ -179,7 +185,7 @@ class _Reply:
 
     def usage(self, g: Generation) -> dict[str, Any]:
         """OpenAI's token counts (prompt = positions fed) and REFRAG's plan figures."""
-        plan = self.plan
+        plan = self.prepared.plan
         return {
             "prompt_tokens": plan.n_positions,
             "completion_tokens": len(g.token_ids),
@@ -195,8 +201,8 @@ class _Reply:
         return {**head, "choices": [], "usage": self.usage(g), "refrag": _generation(g)}
 
     def completion(self, g: Generation) -> dict[str, Any]:
-        message = {"role": "assistant", "content": g.text}
-        choice = {"index": 0, "message": message, "finish_reason": _reason(g), "logprobs": None}
+        message, reason = self.prepared.answer(g)
+        choice = {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
         return {
             **self._head("chat.completion"),
             "choices": [choice],
@@ -216,27 +222,33 @@ def _generation(g: Generation) -> dict[str, Any]:
     }
 
 
-def _reason(g: Generation) -> str:
-    return "length" if g.finish_reason == "length" else "stop"
-
-
 def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload)}\n\n"
 
 
 async def _events(ticket: Ticket, reply: _Reply, *, include_usage: bool) -> AsyncIterator[str]:
     """The SSE body. If the client disconnects, Starlette cancels this generator and the
-    ``finally`` cancels the job, which frees its slot at the next decoding step."""
+    ``finally`` cancels the job, which frees its slot at the next decoding step.
+
+    Text streams token by token; with tools on offer the answer may be a call, so it is
+    sent whole at the end: its text, then its call as one ``tool_calls`` delta."""
+    buffered = reply.prepared.tools is not None
     try:
         yield _sse(reply.chunk({"role": "assistant", "content": ""}))
         async for event in ticket.events():
             if isinstance(event, TokenEvent):
-                refrag = {"token_id": event.token_id, "elapsed_s": event.elapsed_s}
-                yield _sse(reply.chunk({"content": event.text}, refrag=refrag))
-            else:
-                yield _sse(reply.chunk({}, finish_reason=_reason(event)))
-                if include_usage:
-                    yield _sse(reply.usage_chunk(event))
+                if not buffered:
+                    refrag = {"token_id": event.token_id, "elapsed_s": event.elapsed_s}
+                    yield _sse(reply.chunk({"content": event.text}, refrag=refrag))
+                continue
+            message, reason = reply.prepared.answer(event)
+            if buffered and message["content"]:
+                yield _sse(reply.chunk({"content": message["content"]}))
+            for index, call in enumerate(message.get("tool_calls", ())):
+                yield _sse(reply.chunk({"tool_calls": [{"index": index, **call}]}))
+            yield _sse(reply.chunk({}, finish_reason=reason))
+            if include_usage:
+                yield _sse(reply.usage_chunk(event))
     except JobError as e:  # the status line is sent already: the error goes in the stream
         yield _sse(_api_error(e).body())
     finally:

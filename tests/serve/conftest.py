@@ -1,4 +1,5 @@
-"""A tiny random REFRAG model served in-process; servers are closed after each test."""
+"""A tiny random REFRAG model (and the bundled one) served in-process; servers are closed
+after each test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from refrag_agent.budget import Budget
+from refrag_agent.engines import default_model
 from refrag_agent.memory import MemoryStore
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
@@ -26,19 +29,36 @@ def serve_model(byte_tokenizer: TiktokenTokenizer, minilm: ChunkEncoder) -> Refr
     return RefragModel.create(tokenizer=byte_tokenizer, decoder=decoder, encoder=minilm, seed=3)
 
 
+@pytest.fixture(scope="session")
+def bundled_model() -> RefragModel:
+    """The bundled trained model: it answers and calls tools in the template's format."""
+    return default_model()
+
+
 MakeServer = Callable[..., RefragServer]
 
 
 @pytest.fixture
 def make_server(serve_model: RefragModel) -> Iterator[MakeServer]:
-    """``make_server(api_key=..., memory=..., **limits)``; every server is closed after."""
+    """``make_server(api_key=..., memory=..., budget=..., model=..., **limits)``; every
+    server is closed after. The model defaults to the tiny random one."""
     made: list[RefragServer] = []
 
     def make(
-        *, api_key: str | None = None, memory: MemoryStore | None = None, **limits: Any
+        *,
+        api_key: str | None = None,
+        memory: MemoryStore | None = None,
+        budget: Budget | None = None,
+        model: RefragModel | None = None,
+        **limits: Any,
     ) -> RefragServer:
         server = RefragServer(
-            serve_model, name=NAME, limits=ServeLimits(**limits), api_key=api_key, memory=memory
+            model or serve_model,
+            name=NAME,
+            limits=ServeLimits(**limits),
+            api_key=api_key,
+            memory=memory,
+            budget=budget,
         )
         made.append(server)
         return server

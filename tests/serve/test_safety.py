@@ -127,6 +127,23 @@ BAD_REQUESTS: dict[str, tuple[int, Any]] = {
         chat([{"type": "refrag_segments", "tenant": "t", "session": "s", "segment_ids": ["x"]}]),
     ),
     "a body over the size limit": (413, chat("x" * 300_000)),
+    "messages too long for the decoder, even compressed": (400, chat("x" * 5000)),
+    "tool_choice without tools": (400, chat("x", tool_choice="required")),
+    "a past call whose arguments are not JSON": (
+        400,
+        {
+            "model": NAME,
+            "messages": [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}
+                    ],
+                },
+            ],
+        },
+    ),
 }
 
 

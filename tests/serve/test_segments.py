@@ -31,7 +31,8 @@ async def test_segments_from_the_store(
             pinned = await client.post(URL, json=chat(content, refrag={"budget": budget}))
             assert pinned.status_code == 200, pinned.text
             usage = pinned.json()["usage"]
-            assert usage["chunks_expanded"] == turn.n_chunks  # the pinned segment, in full
+            # the pinned segment in full, and the question (the last turn) as one chunk
+            assert usage["chunks_expanded"] == turn.n_chunks + 1
             assert usage["chunks_compressed"] == doc.n_chunks
             text_tokens = usage["tokens_held"] - doc.n_tokens - turn.n_tokens
             assert usage["positions_fed"] == text_tokens + doc.n_chunks + turn.n_tokens
