@@ -51,6 +51,8 @@ from refrag_agent.errors import InvalidInput
 from refrag_agent.lifecycle import AsyncClosing, Opening
 from refrag_agent.logs import get_logger
 from refrag_agent.memory import ChunkBatch, MemoryStore
+from refrag_agent.memory_calls import MemoryHit, append_messages, delete_segments, search_memory
+from refrag_agent.messages import Messages
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
 from refrag_agent.plan import ContextPlan, PlanLog
@@ -342,6 +344,45 @@ class Session:
     async def timeline(self) -> list[Segment]:
         """Every segment of this session, in order; empty for a new session."""
         return await self.agent.store.timeline(self.scope)
+
+    # -- memory calls (mem0 / LangGraph store style; refrag_agent.memory_calls) ---------
+
+    async def get_all(self) -> list[Segment]:
+        """Every segment of this session, in order: the same as :meth:`timeline`."""
+        return await self.timeline()
+
+    async def add_messages(self, messages: Messages) -> list[Segment]:
+        """Append OpenAI-style chat messages; return the segments written, in order.
+
+        ``system``/``developer`` messages become system segments, ``user``/``assistant``
+        ones turns, an assistant's ``tool_calls`` ``tool_call`` segments and ``tool``
+        messages their ``tool_output`` segments, paired by call id. The whole list is
+        checked first: a bad message raises ``InvalidInput`` naming its index and field,
+        and nothing is written.
+        """
+        self.agent._check_open()
+        return await append_messages(self.agent.store, self.agent.model, self.scope, messages)
+
+    async def search(
+        self, query: str, *, limit: int = 10, all_sessions: bool = False
+    ) -> list[MemoryHit]:
+        """The segments that best match ``query`` (hybrid vector + full-text), best first.
+
+        ``all_sessions`` searches every session of the tenant (never another tenant's).
+        """
+        self.agent._check_open()
+        return await search_memory(
+            self.agent.store, self.scope, query, limit=limit, all_sessions=all_sessions
+        )
+
+    async def delete(self, segment_ids: str | Iterable[str]) -> list[Segment]:
+        """Delete segments of this session by id; return them.
+
+        Timeline, search and replies no longer see them. An id that is not a segment of
+        this session raises ``InvalidInput`` naming it, and nothing is deleted.
+        """
+        self.agent._check_open()
+        return await delete_segments(self.agent.store, self.scope, segment_ids)
 
     # -- reads --------------------------------------------------------------------------
 
