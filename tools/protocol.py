@@ -3,7 +3,7 @@
 The model calls a tool by writing ONE JSON object between two special tokens of the
 bundled decoder's template::
 
-    <|tool_call|>{"name": "lookup_order", "arguments": {"order_id": 42}}<|end|>
+    <|tool_call|>{"arguments": {"order_id": 42}, "name": "lookup_order"}<|end|>
 
 Text before the marker is the model's own words; anything after the first call is
 ignored (one call per step). A missing ``<|end|>`` is accepted, because decoding usually
@@ -54,6 +54,17 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
+def call_text(name: str, arguments: dict[str, Any]) -> str:
+    """A call as the JSON object of the format, the one way every part writes it (stored
+    calls, training targets): ``{"arguments": {...}, "name": ...}``, keys sorted."""
+    return json.dumps(
+        {"name": name, "arguments": arguments},
+        ensure_ascii=False,
+        separators=(", ", ": "),
+        sort_keys=True,
+    )
+
+
 class NoCall(BaseModel):
     """The output holds no tool call: it is the model's answer."""
 
@@ -74,7 +85,7 @@ class ToolCall(BaseModel):
     @property
     def text(self) -> str:
         """The call as the JSON object of the format: the body of its ``tool_call`` segment."""
-        return _dumps({"name": self.name, "arguments": self.arguments})
+        return call_text(self.name, self.arguments)
 
 
 class MalformedCall(BaseModel):
@@ -207,7 +218,7 @@ def pairing_metadata(call: AnyCall) -> dict[str, str]:
 _PROMPT = """\
 You can call tools. To call one, write exactly one JSON object naming the tool and its \
 arguments between {start} and {end}, then stop:
-{start}{{"name": "<tool name>", "arguments": {{<argument>: <value>, ...}}}}{end}
+{start}{{"arguments": {{<argument>: <value>, ...}}, "name": "<tool name>"}}{end}
 One call at a time. The result comes back after {output}. A result of the form \
 {{"error": "...", "type": "..."}} means the call failed: read it, then fix the call or \
 answer without the tool. When you have what you need, answer in plain text with no call.

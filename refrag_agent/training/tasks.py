@@ -37,6 +37,7 @@ from typing_extensions import assert_never
 
 from refrag_agent.errors import InvalidInput
 from refrag_agent.template import REFRAG_TEMPLATE
+from refrag_agent.tools.protocol import call_text
 
 TaskName = Literal[
     "niah_single",
@@ -249,18 +250,13 @@ def _memory(
     return segments, question, value, (value,)
 
 
-def tool_call_text(name: str, arguments: dict[str, str]) -> str:
-    """A tool call in the documented format, without the surrounding special tokens."""
-    return json.dumps({"arguments": arguments, "name": name}, sort_keys=True)
-
-
 def _tool_call(rng: random.Random, size: int) -> tuple[list[Segment], str, str, tuple[str, ...]]:
     listing = "Tools: " + "; ".join(f"{name}({arg})" for name, (arg, _) in sorted(_TOOLS.items()))
     segments = [Segment("system", listing), *_chitchat(rng, max(1, size // 4))]
     name = rng.choice(sorted(_TOOLS))
     arg, choices = _TOOLS[name]
     value = rng.choice(choices) if choices else str(rng.randint(1000, 9999))
-    call = tool_call_text(name, {arg: value})
+    call = call_text(name, {arg: value})
     answer = f"{REFRAG_TEMPLATE.tool_call}{call}"
     return segments, _TOOL_QUESTIONS[name].format(v=value), answer, (call,)
 

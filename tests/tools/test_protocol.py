@@ -123,7 +123,7 @@ def test_format_round_trips() -> None:
     call = ToolCall(name="lookup_order", arguments={"order_id": 42, "note": "café"})
     text = format_call(call)
     assert text == (
-        '<|tool_call|>{"name": "lookup_order", "arguments": {"order_id": 42, "note": "café"}}'
+        '<|tool_call|>{"arguments": {"note": "café", "order_id": 42}, "name": "lookup_order"}'
         "<|end|>"
     )
     assert parse_output(text, tools=BOX, call_id=call.id) == call
