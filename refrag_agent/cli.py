@@ -89,6 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=64, help="requests waiting for a row")
     serve.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens")
     serve.add_argument("--max-request-s", type=float, default=300.0, help="time per request")
+    serve.add_argument(
+        "--budget-p",
+        type=float,
+        default=None,
+        help="default expansion budget of requests that name none, as a fraction of chunks",
+    )
+    serve.add_argument(
+        "--budget-tokens",
+        type=int,
+        default=None,
+        help="default expansion budget of requests that name none, in tokens",
+    )
 
     bench = sub.add_parser("bench", help="run a benchmark; prints figures, writes JSON")
     which = bench.add_subparsers(dest="bench", required=True, help="which benchmark")
@@ -184,8 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from refrag_agent.serve.limits import ServeLimits
             from refrag_agent.serve.server import serve
 
+            print(f"serving on http://{args.host}:{args.port}/v1 (Ctrl-C stops)", flush=True)
             serve(
                 args.model,
+                budget=Budget(p=args.budget_p, tokens=args.budget_tokens),
                 host=args.host,
                 port=args.port,
                 api_key=args.api_key,

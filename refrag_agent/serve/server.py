@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from refrag_agent.budget import Budget
 from refrag_agent.engines import resolve_model
 from refrag_agent.errors import DecoderUnavailable, InvalidInput
 from refrag_agent.memory import MemoryStore
@@ -31,9 +32,11 @@ def serve(
     memory: str | Path | None = None,
     name: str | None = None,
     limits: ServeLimits | None = None,
+    budget: Budget | None = None,
 ) -> None:
     """Load ``model`` (a checkpoint directory; ``None``: the bundled default) and serve it
-    until interrupted. ``memory``: a store folder that requests may refer to by segment."""
+    until interrupted. ``memory``: a store folder that requests may refer to by segment;
+    ``budget``: the expansion budget of requests that name none."""
     if not is_loopback(host) and not api_key:
         raise InvalidInput(
             "serving beyond loopback needs an API key",
@@ -44,7 +47,7 @@ def serve(
     served = name or (Path(str(model)).name if model is not None else "refrag-default")
     asyncio.run(
         _serve(
-            RefragServer(loaded, name=served, limits=limits, api_key=api_key),
+            RefragServer(loaded, name=served, limits=limits, api_key=api_key, budget=budget),
             host=host,
             port=port,
             memory=memory,
@@ -56,7 +59,6 @@ async def _serve(server: RefragServer, *, host: str, port: int, memory: str | Pa
     if memory is not None:
         server.memory = await MemoryStore.open(memory, encoder=server.model.encoder)
     config = uvicorn.Config(server.app, host=host, port=port, log_level="warning")
-    print(f"serving {server.name!r} on http://{host}:{port}/v1 (Ctrl-C stops)")
     try:
         await uvicorn.Server(config).serve()
     finally:
