@@ -24,7 +24,7 @@ from refrag_agent.model.config import EncoderConfig, ProjectorConfig, RefragConf
 from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
 
 if TYPE_CHECKING:
-    from refrag_agent.agent import Agent, Reply, ReplyDone, Session, TextDelta, Usage
+    from refrag_agent.agent import Agent, Session
     from refrag_agent.engines import RemoteEngine
     from refrag_agent.model.assembly import (
         CompressedChunk,
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         load_tokenizer,
     )
     from refrag_agent.plan import ContextPlan
+    from refrag_agent.reply import Reply, ReplyDone, TextDelta, Usage
     from refrag_agent.tools import tool
 
 __version__ = "0.1.0"
@@ -49,11 +50,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "Agent": "refrag_agent.agent",
     "ContextPlan": "refrag_agent.plan",
-    "Reply": "refrag_agent.agent",
-    "ReplyDone": "refrag_agent.agent",
+    "Reply": "refrag_agent.reply",
+    "ReplyDone": "refrag_agent.reply",
     "Session": "refrag_agent.agent",
-    "TextDelta": "refrag_agent.agent",
-    "Usage": "refrag_agent.agent",
+    "TextDelta": "refrag_agent.reply",
+    "Usage": "refrag_agent.reply",
     "tool": "refrag_agent.tools",
     "ChunkEncoder": "refrag_agent.model.encoder",
     "CompressedChunk": "refrag_agent.model.assembly",

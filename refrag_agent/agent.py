@@ -24,45 +24,31 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, Union
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any, Literal
 
 from refrag_agent.budget import Budget
 from refrag_agent.context import (
-    capacity,
     check_placement,
-    concat_batches,
-    draft,
-    fits,
-    frame_positions,
-    gather,
-    order_segments,
-    pinned_ids,
-    place,
-    positions,
-    select,
-    stored_context,
 )
 from refrag_agent.engines import Engine, open_engine
 from refrag_agent.errors import InvalidInput
 from refrag_agent.lifecycle import AsyncClosing, Opening
 from refrag_agent.logs import get_logger
-from refrag_agent.memory import ChunkBatch, MemoryStore
+from refrag_agent.memory import MemoryStore
 from refrag_agent.memory_calls import MemoryHit, append_messages, delete_segments, search_memory
 from refrag_agent.messages import Messages
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
 from refrag_agent.plan import ContextPlan, PlanLog
+from refrag_agent.planning import Planner
 from refrag_agent.policies import ExpansionPolicy, PolicyName, make_policy
+from refrag_agent.reply import Reply, ReplyDone, StreamEvent, TextDelta, finish_reply
 from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 from refrag_agent.tools import (
     Toolbox,
     ToolCallEvent,
-    ToolExchange,
     ToolLike,
     ToolLoopResult,
     ToolOutputEvent,
@@ -74,49 +60,7 @@ from refrag_agent.tools import (
 log = get_logger(__name__)
 
 PLAN_FILE = "plans.jsonl"
-RECALL_SEGMENTS = 4  # segments brought in from the tenant's other sessions, at most
 Recall = Literal["session", "tenant"]
-
-
-class Usage(BaseModel):
-    """What one reply cost."""
-
-    model_config = ConfigDict(frozen=True)
-
-    tokens_held: int
-    positions_fed: int
-    completion_tokens: int
-    ttft_s: float
-    tokens_per_s: float
-
-
-class Reply(BaseModel):
-    """An answer with the plan that produced it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    text: str
-    plan: ContextPlan
-    usage: Usage
-    finish_reason: str
-    tool_exchanges: list[ToolExchange] = []
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    """A piece of the answer, as it is generated."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class ReplyDone:
-    """The stream's last event: the whole reply, stored in memory."""
-
-    reply: Reply
-
-
-StreamEvent: TypeAlias = Union[TextDelta, ToolCallEvent, ToolOutputEvent, ReplyDone]  # noqa: UP007
 
 
 class Agent(AsyncClosing):
@@ -146,6 +90,11 @@ class Agent(AsyncClosing):
         self._owns_engine = owns_engine
         self._owns_store = owns_store
         self._closed = False
+
+    @property
+    def planner(self) -> Planner:
+        """Plans sessions' calls with the agent's current store, model, policy and pins."""
+        return Planner(self.store, self.model, self.policy, self.pin_last_turns)
 
     @classmethod
     def open(
@@ -447,7 +396,13 @@ class Session:
                 else:
                     final = item
             assert final is not None
-            reply = self._finish(record, final, text=final.text, reason=final.finish_reason)
+            reply = finish_reply(
+                record,
+                final,
+                text=final.text,
+                reason=final.finish_reason,
+                plan_log=agent.plan_log,
+            )
         else:
             preamble = REFRAG_TEMPLATE.render(SegmentKind.SYSTEM, tools_prompt(toolbox))
             last: list[tuple[ContextPlan, Generation]] = []
@@ -483,11 +438,12 @@ class Session:
             assert result is not None and last
             yield TextDelta(result.text)
             record, final = last[-1]
-            reply = self._finish(
+            reply = finish_reply(
                 record,
                 final,
                 text=result.text,
                 reason=result.finish_reason,
+                plan_log=agent.plan_log,
                 exchanges=list(result.exchanges),
             )
         if reply.text.strip():
@@ -497,110 +453,11 @@ class Session:
     async def _plan(
         self, asked: Segment, budget: Budget, max_new_tokens: int, preamble: str = ""
     ) -> tuple[PlacementPlan, ContextPlan]:
-        """Gather, lay out, select and place through the context builder."""
-        agent, model = self.agent, self.agent.model
-        tokenizer, template = model.tokenizer, REFRAG_TEMPLATE
-        query = asked.text
-        segments = await agent.store.timeline(self.scope)
-        pinned = pinned_ids(segments, budget, last_turns=max(1, agent.pin_last_turns))
-        frame = frame_positions(template, tokenizer)
-        fixed = len(tokenizer.encode(preamble, allow_special=True)) if preamble else 0
-        room = capacity(model.shape.max_positions, max_new_tokens) - fixed
-        recalled, batches = await self._recall(query) if self.recall == "tenant" else ([], [])
-        room -= sum(positions(s, pinned=set(), frame=frame) for s in recalled)
-        hits: list[str] = []
-        if not fits(segments, pinned=pinned, frame=frame, room=room):
-            hits = [h.segment_id for h in await agent.store.search(self.scope, query, limit=50)]
-        gathered = gather(segments, pinned=pinned, budget=budget, frame=frame, room=room, hits=hits)
-        ordered = [*recalled, *order_segments(gathered.kept, query_id=asked.id)]
-        batches.append(await agent.store.fetch(self.scope, [s.id for s in gathered.kept]))
-        retrieved = gathered.retrieved | {s.id for s in recalled}
-        context, table = stored_context(
-            ordered, concat_batches(batches), pinned=pinned, retrieved=retrieved
-        )
-        d = draft(
-            context,
-            template=template,
-            tokenizer=tokenizer,
-            prefix=preamble,
-            suffix=template.generation_prompt,
-        )
-        vectors = await asyncio.to_thread(model.encode, [query])
-        layout = place(d, select(d, agent.policy, table, vectors[0], gathered.budget))
-        plan = layout.plan(table)
-        expanded = sum(c.expanded for c in layout.chunks)
-        record = ContextPlan(
-            scope=self.scope,
-            query=query,
-            policy=layout.policy,
-            segments=layout.segments,
-            chunks=layout.chunks,
-            spend_per_domain=layout.spend_per_domain,
-            tokens_held=plan.n_tokens_held,
-            positions_fed=plan.n_positions,
-            chunks_expanded=expanded,
-            chunks_compressed=len(layout.chunks) - expanded,
-            effective_compression=plan.n_tokens_held / plan.n_positions,
-            segments_left_in_store=len(segments) - len(gathered.kept),
-        )
-        return plan, record
-
-    async def _recall(self, query: str) -> tuple[list[Segment], list[ChunkBatch]]:
-        """The best-matching segments of the tenant's other sessions, and their chunks."""
-        store = self.agent.store
-        hits = await store.search(self.scope, query, limit=20, all_sessions=True)
-        wanted: dict[tuple[str, str], None] = {}
-        for hit in hits:
-            if hit.session != self.scope.session and len(wanted) < RECALL_SEGMENTS:
-                wanted[(hit.session, hit.segment_id)] = None
-        segments: list[Segment] = []
-        batches: list[ChunkBatch] = []
-        for session, segment_id in wanted:
-            scope = Scope(tenant=self.scope.tenant, session=session)
-            found = await store.get_segment(scope, segment_id)
-            if found is not None:
-                segments.append(found)
-                batches.append(await store.fetch(scope, [segment_id]))
-        return segments, batches
-
-    def _finish(
-        self,
-        record: ContextPlan,
-        final: Generation,
-        *,
-        text: str,
-        reason: str,
-        exchanges: list[ToolExchange] | None = None,
-    ) -> Reply:
-        plan = record.model_copy(
-            update={
-                "ttft_s": final.ttft_s,
-                "tokens_per_s": final.tokens_per_s,
-                "finish_reason": reason,
-            }
-        )
-        log.info(
-            "refrag.plan",
-            tenant=self.scope.tenant,
-            session=self.scope.session,
-            positions_fed=plan.positions_fed,
-            tokens_held=plan.tokens_held,
-            chunks_expanded=plan.chunks_expanded,
-            ttft_s=round(final.ttft_s, 4),
-        )
-        if self.agent.plan_log is not None:
-            self.agent.plan_log.append(plan)
-        usage = Usage(
-            tokens_held=plan.tokens_held,
-            positions_fed=plan.positions_fed,
-            completion_tokens=len(final.token_ids),
-            ttft_s=final.ttft_s,
-            tokens_per_s=final.tokens_per_s,
-        )
-        return Reply(
-            text=text,
-            plan=plan,
-            usage=usage,
-            finish_reason=reason,
-            tool_exchanges=exchanges or [],
+        return await self.agent.planner.plan(
+            self.scope,
+            asked,
+            budget,
+            max_new_tokens=max_new_tokens,
+            recall_tenant=self.recall == "tenant",
+            preamble=preamble,
         )

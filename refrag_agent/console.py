@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from refrag_agent.agent import Agent, ReplyDone, TextDelta
+from refrag_agent.agent import Agent
 from refrag_agent.budget import Budget
 from refrag_agent.errors import ScopeError
 from refrag_agent.memory import MemoryStore
 from refrag_agent.plan import PlanLog
+from refrag_agent.reply import ReplyDone, TextDelta
 from refrag_agent.timeline import Scope
 
 

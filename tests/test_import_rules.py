@@ -44,7 +44,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("apps", (PACKAGE, *(f"{PACKAGE}.{m}" for m in ("bench", "cli", "console", "demo"))), True),
 )
 # Modules that belong to a unit but live beside it.
-PART_OF = {f"{PACKAGE}.memory_calls": f"{PACKAGE}.agent", f"{PACKAGE}.messages": f"{PACKAGE}.agent"}
+PART_OF = {
+    f"{PACKAGE}.{name}": f"{PACKAGE}.agent"
+    for name in ("memory_calls", "messages", "planning", "reply")
+}
 # Imported only by themselves and the modules named.
 NOT_IMPORTED = {f"{PACKAGE}.bench": (f"{PACKAGE}.cli",), f"{PACKAGE}.cli": ()}
 LAZY_REASON = "import time"

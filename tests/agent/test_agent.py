@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 
 from refrag_agent import Budget, DecoderUnavailable, InvalidInput
-from refrag_agent.agent import Agent, ReplyDone, TextDelta
+from refrag_agent.agent import Agent
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tiny import random_decoder
 from refrag_agent.model.tokenizer import TiktokenTokenizer
 from refrag_agent.plan import PlanLog
+from refrag_agent.reply import ReplyDone, TextDelta
 from refrag_agent.timeline import SegmentKind
 
 HANDBOOK = "Leave policy. Up to five days of unused leave carry over. " * 8

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from refrag_agent import Budget, InvalidInput
-from refrag_agent.agent import Agent, ReplyDone, TextDelta
+from refrag_agent.agent import Agent
 from refrag_agent.engines import ScriptedEngine
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.reply import ReplyDone, TextDelta
 from refrag_agent.timeline import SegmentKind
 
 NOTES = "The locker code is 4821. The meeting room is Birch, on level 2. " * 6

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from refrag_agent.agent import Agent, ReplyDone
+from refrag_agent.agent import Agent
 from refrag_agent.engines import ScriptedEngine
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.reply import ReplyDone
 from refrag_agent.timeline import SegmentKind
 from refrag_agent.tools import ToolCallEvent, ToolOutputEvent, tool
 

@@ -9,11 +9,12 @@ import httpx
 import pytest
 
 from refrag_agent import Budget, DecoderUnavailable, InvalidInput
-from refrag_agent.agent import Agent, ReplyDone, Session, TextDelta
+from refrag_agent.agent import Agent, Session
 from refrag_agent.engines import API_KEY_ENV, RemoteEngine
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.reply import ReplyDone, TextDelta
 from refrag_agent.serve.server import ServerThread
 
 from .conftest import MakeServer
