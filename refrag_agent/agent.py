@@ -386,6 +386,10 @@ class Session:
             params = dataclasses.replace(params, max_new_tokens=max_new_tokens)
         budget = budget or self.budget or agent.budget
         toolbox = Toolbox.coerce(tools)
+        # Stop at any template token the model starts: without tools, a call marker too, so
+        # an answer never holds (and memory never stores) an invented call.
+        stops = REFRAG_TEMPLATE.stops(tool_calls=bool(len(toolbox)))
+        params = dataclasses.replace(params, stop=tuple(dict.fromkeys((*params.stop, *stops))))
         asked = await self.add_turn("user", query)
         if not len(toolbox):
             plan, record = await self._plan(asked, budget, params.max_new_tokens)

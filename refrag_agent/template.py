@@ -64,6 +64,13 @@ class ChatTemplate:
         """Where decoding stops: the end of the answer segment."""
         return (self.end,)
 
+    def stops(self, *, tool_calls: bool) -> tuple[str, ...]:
+        """Where an answer stops: its end, and any other template token the model starts;
+        the tool-call marker only when tools were offered, so a model offered no tools
+        never answers with a call."""
+        others = (t for t in self.special_tokens if not (tool_calls and t == self.tool_call))
+        return tuple(dict.fromkeys((*self.stop, *others)))
+
     @property
     def special_tokens(self) -> tuple[str, ...]:
         """Every template string a tokenizer must hold as one special token, in id order."""

@@ -406,7 +406,7 @@ def build_plan(
     params = chat.sampling(
         room=max_positions - least.n_positions,
         limits=limits,
-        template_stops=_template_stops(call_allowed=tools is not None),
+        template_stops=REFRAG_TEMPLATE.stops(tool_calls=tools is not None),
     )
     if least.n_positions + params.max_new_tokens > max_positions:
         raise InvalidInput(
@@ -430,14 +430,6 @@ def build_plan(
     vector = model.encode([query])[0] if query else torch.zeros(table.shape[1])
     choice = select(d, make_policy(name, network=model.policy), table, vector, spend)
     return Prepared(place(d, choice).plan(table), params, tools, forced)
-
-
-def _template_stops(*, call_allowed: bool) -> tuple[str, ...]:
-    """Where an answer to messages ends: the template's end, or any other template token
-    (the call marker only when tools are offered), so none is ever returned as text."""
-    template = REFRAG_TEMPLATE
-    others = (t for t in template.special_tokens if not (call_allowed and t == template.tool_call))
-    return tuple(dict.fromkeys((*template.stop, *others)))
 
 
 @dataclass

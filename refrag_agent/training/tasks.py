@@ -20,10 +20,10 @@ Agent-memory dialogues, as the SDK lays them out (turns, tool outputs, documents
 
 Tool-call format (what the decoder writes, and what a ``tool_call`` segment holds)::
 
-    <|tool_call|>{"name": "get_weather", "arguments": {"city": "Oslo"}}<|end|>
+    <|tool_call|>{"arguments": {"city": "Oslo"}, "name": "get_weather"}<|end|>
 
 one JSON object with exactly the keys ``name`` (a tool listed in the system segment) and
-``arguments`` (an object), ``sort_keys`` order, followed by ``<|end|>``.
+``arguments`` (an object), written by ``tools.protocol.call_text``, followed by ``<|end|>``.
 """
 
 from __future__ import annotations

@@ -58,3 +58,33 @@ async def test_a_model_and_another_engine_conflict(
         await Agent.open(tmp_path / "checkpoint", tmp_path / "memory", engine=engine)
     with pytest.raises(InvalidInput, match="engine="):
         await Agent.open(engine, tmp_path / "memory")
+
+
+async def test_without_tools_decoding_stops_at_any_template_token(
+    agent_model: RefragModel, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(agent_model, ["Noted.", "Noted."])
+    async with Agent.open(engine=engine, memory=tmp_path) as agent:
+        chat = agent.session(tenant="acme", session="a")
+        await chat.respond("My order number is 7731.")
+        await chat.respond("Look my order up.", tools=[_lookup_order])
+    without, with_tools = (set(p.stop) for p in engine.params)
+    assert {"<|end|>", "<|tool_call|>", "<|user|>"} <= without
+    assert "<|end|>" in with_tools and "<|tool_call|>" not in with_tools
+
+
+def _lookup_order(order_id: int) -> dict[str, int]:
+    """Look an order up by its number."""
+    return {"order": order_id}
+
+
+async def test_the_bundled_model_never_stores_a_call_it_was_not_offered(tmp_path: Path) -> None:
+    # The bundled tiny model answers statements with tool calls when it can; offered no
+    # tools, the call marker ends its answer, so nothing of a call reaches memory.
+    async with Agent.open(model=None, memory=tmp_path) as agent:
+        chat = agent.session(tenant="acme", session="a")
+        for statement in ("My order number is 7731.", "Please remember my locker code 4821."):
+            reply = await chat.respond(statement, max_new_tokens=32)
+            assert "<|" not in reply.text
+        stored = [s.text for s in await chat.timeline() if s.kind is SegmentKind.ASSISTANT]
+    assert all("<|" not in text and '"name"' not in text for text in stored)
