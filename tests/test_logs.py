@@ -59,7 +59,7 @@ def test_a_script_that_configures_logging_sees_the_events(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert "INFO:refrag_agent.memory.store:memory.opened" in done.stderr
-    assert "INFO:refrag_agent.agent:refrag.plan tenant='t' session='s'" in done.stderr
+    assert "INFO:refrag_agent.reply:refrag.plan tenant='t' session='s'" in done.stderr
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def test_the_query_closes_the_layout(serve_model: RefragModel) -> None:
     prepared = prepare(serve_model, messages, refrag={"budget": {"p": 1}}, tools=[TOOL])
     text = visible(serve_model, prepared)
     assert text.endswith(
-        '<|tool_call|>{"name": "get_order", "arguments": {}}<|end|><|tool_output|>shipped<|end|>'
+        '<|tool_call|>{"arguments": {}, "name": "get_order"}<|end|><|tool_output|>shipped<|end|>'
         "<|user|>Where is my order?<|end|><|assistant|>"
     )
     assert text.startswith(REFRAG_TEMPLATE.header(SegmentKind.SYSTEM) + "You can call tools.")
