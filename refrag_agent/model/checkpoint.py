@@ -192,6 +192,7 @@ def read_checkpoint(
     dtype: torch.dtype | None = None,
     check_encoder: bool = True,
     load_policy: PolicyLoader | None = None,
+    verify: bool = True,
 ) -> CheckpointParts:
     """Load the parts of a checkpoint directory written by :func:`write_checkpoint`.
 
@@ -200,10 +201,13 @@ def read_checkpoint(
     fine-tune). With ``dtype`` the decoder's weights are cast, so only its config fields
     are checked against the recorded fingerprint. The policy is loaded, and checked, when
     the checkpoint has one and ``load_policy`` (``refrag_agent.policies.load_policy``) is
-    given; without it ``policy`` is None.
+    given; without it ``policy`` is None. ``verify=False`` checks no fingerprint at all
+    (:func:`upgrade_checkpoint` re-stamps a checkpoint from its files).
     """
     root = Path(directory)
     config = RefragConfig.read(root)
+    if not verify:
+        config = dataclasses.replace(config, fingerprints={})
     config_path = root / CONFIG_FILE
     projector_path = root / PROJECTOR_FILE
     if not projector_path.is_file():
@@ -268,10 +272,11 @@ def read_checkpoint(
 def upgrade_checkpoint(
     directory: str | Path, *, load_policy: PolicyLoader | None = None
 ) -> RefragConfig:
-    """Rewrite an older ``refrag.json`` in the current format, fingerprints included.
+    """Rewrite ``refrag.json`` in the current format with fingerprints of the files on disk.
 
-    Only ``refrag.json`` is written; the weights stay as they are. The fingerprints are
-    taken from the files on disk, so run it on a checkpoint you trust. A checkpoint with a
+    For an older checkpoint, or one whose parts were replaced on purpose (a retrained
+    policy). Only ``refrag.json`` is written; the weights stay as they are. The recorded
+    fingerprints are not checked, so run it on a checkpoint you trust. A checkpoint with a
     policy needs ``load_policy`` (``refrag_agent.policies.load_policy``) to fingerprint it.
     """
     root = Path(directory)
@@ -281,7 +286,7 @@ def upgrade_checkpoint(
             path=str(root / POLICY_DIR),
             fix="pass load_policy=refrag_agent.policies.load_policy",
         )
-    parts = read_checkpoint(root, check_encoder=False, load_policy=load_policy)
+    parts = read_checkpoint(root, load_policy=load_policy, verify=False)
     config = dataclasses.replace(parts.config, fingerprints=_records(parts))
     (root / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
     return config
