@@ -80,8 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument(
         "--api-key",
-        default=os.environ.get("REFRAG_AGENT_API_KEY"),
-        help="require 'Authorization: Bearer KEY' (default: $REFRAG_AGENT_API_KEY)",
+        action="append",
+        metavar="KEY[:TENANT,...]",
+        help="require 'Authorization: Bearer KEY'; repeat for several keys; with tenants, the "
+        "key reads only their memory (default: $REFRAG_AGENT_API_KEY, same form)",
     )
     serve.add_argument("--memory", type=Path, default=None, help="a store requests may refer to")
     serve.add_argument("--name", default=None, help="model name clients send (default: dir name)")
@@ -89,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=64, help="requests waiting for a row")
     serve.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens")
     serve.add_argument("--max-request-s", type=float, default=300.0, help="time per request")
+    serve.add_argument(
+        "--max-receive-s",
+        type=float,
+        default=60.0,
+        help="time a client has to send a request's headers, and again its body",
+    )
     serve.add_argument(
         "--budget-p",
         type=float,
@@ -193,16 +201,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(f"exported to {export_model(args.run_dir, args.dest)}")
         elif args.command == "serve":
+            from refrag_agent.serve.auth import ApiKey
             from refrag_agent.serve.limits import ServeLimits
             from refrag_agent.serve.server import serve
 
+            given = args.api_key or [os.environ.get("REFRAG_AGENT_API_KEY") or ""]
+            keys = [ApiKey.parse(k) for k in given if k]
             print(f"serving on http://{args.host}:{args.port}/v1 (Ctrl-C stops)", flush=True)
             serve(
                 args.model,
                 budget=Budget(p=args.budget_p, tokens=args.budget_tokens),
                 host=args.host,
                 port=args.port,
-                api_key=args.api_key,
+                api_key=keys,
                 memory=args.memory,
                 name=args.name,
                 limits=ServeLimits(
@@ -210,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     max_queue=args.max_queue,
                     max_tokens=args.max_tokens,
                     max_request_s=args.max_request_s,
+                    max_receive_s=args.max_receive_s,
                 ),
             )
         elif args.bench == "serve":

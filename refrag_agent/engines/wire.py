@@ -8,7 +8,8 @@ raw little-endian float32 bytes, never pickle. For tools that already produce vL
 payload, ``{"format": "torch", "data": <base64 of torch.save(tensor)>}`` is accepted too.
 That one goes through ``torch.load`` and so gets every guard vLLM's CVE-2025-62164 taught:
 a size check before decoding, ``weights_only=True``, sparse invariants checked, and only
-a dense float matrix of the expected width let through.
+a dense float matrix of the expected width let through. Values must be finite and at
+most :data:`MAX_ABS` in magnitude.
 
 A plan travels as ``{"placements": [...], "chunk_embeddings": <tensor>}`` with one object
 per placement: ``{"tokens": [ids]}``, ``{"expanded": [ids], "row": r}`` or
@@ -35,6 +36,10 @@ from refrag_agent.model.assembly import (
 )
 
 TORCH_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# The largest |value| an embedding may hold. Encoder outputs are of order 1 (MiniLM's are
+# unit vectors); finite values near float32's limit overflow the projector's matmul to
+# inf and the decoder's logits to NaN, so they are refused here, not failed on there.
+MAX_ABS = 1e4
 # torch.save's zip container around the raw values: headers, pickle, alignment.
 _TORCH_OVERHEAD = 64 * 1024
 
@@ -53,7 +58,8 @@ def tensor_from_wire(value: Any, *, field: str, width: int, max_rows: int) -> to
     """Decode an untrusted tensor payload into a float32 ``(rows, width)`` tensor.
 
     Sizes are checked before the base64 is decoded; any malformed, oversized, sparse,
-    non-float, misshapen or non-finite payload is an :class:`InvalidInput`.
+    non-float, misshapen or non-finite payload, or one holding a value beyond
+    :data:`MAX_ABS` in magnitude, is an :class:`InvalidInput`.
     """
     if not isinstance(value, dict):
         raise InvalidInput(f"{field} must be an object with dtype, shape and data", field=field)
@@ -86,6 +92,12 @@ def tensor_from_wire(value: Any, *, field: str, width: int, max_rows: int) -> to
     tensor = tensor.to(torch.float32)
     if not bool(torch.isfinite(tensor).all()):
         raise InvalidInput(f"{field} holds NaN or infinite values", field=field)
+    if bool((tensor.abs() > MAX_ABS).any()):
+        raise InvalidInput(
+            f"{field} holds values beyond +-{MAX_ABS:g}; embeddings are encoder outputs",
+            field=field,
+            max_abs=MAX_ABS,
+        )
     return tensor
 
 

@@ -2,8 +2,11 @@
 
 Modules, from the wire inward:
 
-- ``app``: the Starlette routes, API key, body limit, SSE; ``RefragServer``.
-- ``server``: ``serve()`` in the foreground (uvicorn) and ``ServerThread`` for tests.
+- ``app``: the Starlette routes, SSE; ``RefragServer``.
+- ``server``: ``serve()`` in the foreground (uvicorn, slow request heads cut off) and
+  ``ServerThread`` for tests.
+- ``auth``: API keys and the tenants each may read.
+- ``body``: reading the body (size, time) and parsing it as bounded, finite JSON.
 - ``requests``: the chat request, the REFRAG extensions and the plan built from them.
 - ``limits``: ``ServeLimits``; ``errors``: JSON error answers.
 - ``scheduler``: the bounded queue and the decoding thread.

@@ -3,8 +3,9 @@
 Routes: ``POST /v1/chat/completions`` (streamed with server-sent events or not), ``GET
 /v1/models``, ``GET /v1/refrag/model`` (what a client needs to plan, see
 :mod:`refrag_agent.engines.metadata`) and ``GET /health`` (no key needed). Requests are
-checked (key, body size, JSON, fields, limits) before any model work; the plan is built
-off the event loop and handed to the :class:`~refrag_agent.serve.scheduler.Scheduler`.
+checked (key, body size and time, JSON depth and numbers, fields, limits, the key's
+tenants) before any model work; the plan is built off the event loop and handed to the
+:class:`~refrag_agent.serve.scheduler.Scheduler`.
 When a client goes away, its job is cancelled and its slot freed.
 """
 
@@ -12,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,8 @@ from refrag_agent.logs import get_logger
 from refrag_agent.memory import MemoryStore
 from refrag_agent.model.generation import Generation, TokenEvent
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.serve.auth import ApiKey, api_keys, authenticate
+from refrag_agent.serve.body import load_json, read_body
 from refrag_agent.serve.errors import ApiError
 from refrag_agent.serve.limits import ServeLimits
 from refrag_agent.serve.requests import ChatRequest, Prepared, build_plan, fetch_segments
@@ -49,7 +51,9 @@ class RefragServer:
     """One model behind an OpenAI-compatible API; ``server.app`` is the ASGI app.
 
     ``api_key``: when set, every route but ``/health`` needs ``Authorization: Bearer
-    <key>``. ``memory``: a store that ``refrag_segments`` parts may refer to (the caller
+    <key>``. A string is one key that may read every tenant's memory;
+    :class:`~refrag_agent.serve.auth.ApiKey` objects (or several keys) bind keys to
+    tenants. ``memory``: a store that ``refrag_segments`` parts may refer to (the caller
     opens and closes it). ``budget``: the expansion budget of requests that name none
     (default: nothing expanded beyond the last turns). The decoding thread starts with
     the first request and stops when the app shuts down or :meth:`close` is called.
@@ -61,14 +65,14 @@ class RefragServer:
         *,
         name: str = "refrag",
         limits: ServeLimits | None = None,
-        api_key: str | None = None,
+        api_key: str | ApiKey | Iterable[str | ApiKey] | None = None,
         memory: MemoryStore | None = None,
         budget: Budget | None = None,
     ) -> None:
         self.model = model
         self.name = name
         self.limits = limits or ServeLimits()
-        self.api_key = api_key or None
+        self.api_keys = api_keys(api_key)
         self.memory = memory
         self.budget = budget or Budget()
         self.scheduler = Scheduler(model, self.limits)
@@ -112,14 +116,16 @@ class RefragServer:
 
     async def chat(self, request: Request) -> Response:
         started = time.perf_counter()
-        self._authorize(request)
-        chat = _parse(await _read_body(request, self.limits.max_body_bytes))
+        key = self._authorize(request)
+        limits = self.limits
+        body = await read_body(request, limit=limits.max_body_bytes, timeout_s=limits.max_receive_s)
+        chat = await asyncio.to_thread(_parse, body, max_depth=limits.max_json_depth)
         if chat.model != self.name:
             raise ApiError(
                 404, f"model {chat.model!r} is not served here", kind="not_found", served=self.name
             )
         chat.check(self.limits)
-        fetched = await fetch_segments(chat, self.memory)
+        fetched = await fetch_segments(chat, self.memory, key=key)
         prepared = await asyncio.to_thread(
             build_plan,
             chat,
@@ -144,18 +150,9 @@ class RefragServer:
             return Response(status_code=499)  # the client left; nobody reads this
         return JSONResponse(reply.completion(generation))
 
-    def _authorize(self, request: Request) -> None:
-        if self.api_key is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip().encode("utf-8")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self.api_key.encode()):
-            raise ApiError(
-                401,
-                "missing or wrong API key",
-                kind="authentication_error",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    def _authorize(self, request: Request) -> ApiKey | None:
+        """The request's key (None when the server needs none); 401 without a valid one."""
+        return authenticate(self.api_keys, request.headers.get("authorization", ""))
 
 
 @dataclass(frozen=True)
@@ -277,27 +274,8 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    too_large = ApiError(
-        413, f"the request body exceeds {limit} bytes", kind="request_too_large", limit=limit
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
-
-
-def _parse(body: bytes) -> ChatRequest:
-    try:
-        data = json.loads(body, parse_constant=_no_constant)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ApiError(400, f"the body is not valid JSON: {e}", kind="invalid_json") from e
+def _parse(body: bytes, *, max_depth: int) -> ChatRequest:
+    data = load_json(body, max_depth=max_depth)
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object", kind="invalid_request_error")
     try:
@@ -307,11 +285,6 @@ def _parse(body: bytes) -> ChatRequest:
             f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
         )
         raise ApiError(400, f"invalid request: {problems}", kind="invalid_request_error") from e
-
-
-def _no_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON; Python's parser would take them."""
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _api_error(error: Exception) -> ApiError:

@@ -2,11 +2,14 @@
 
 ``{"error": {"message": ..., "type": ..., "code": <status>, "context": {...}}}``. Library
 errors map by their class (caller mistakes are 400, an unavailable decoder 503, other
-failures 500); :class:`ApiError` carries the HTTP-only cases (401, 404, 413, 429, 504).
+failures 500); :class:`ApiError` carries the HTTP-only cases (401, 403, 404, 408, 413,
+429, 504). The body is always valid JSON: context values JSON cannot carry (infinity,
+NaN, objects) travel as their ``repr``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -31,7 +34,7 @@ class ApiError(Exception):
         self.message = message
         self.kind = kind
         self.headers = headers or {}
-        self.context = context
+        self.context = _jsonable(context)
 
     @classmethod
     def of(cls, error: RefragError) -> ApiError:
@@ -42,7 +45,7 @@ class ApiError(Exception):
             status, kind = 503, "decoder_unavailable"
         else:
             status, kind = 500, "server_error"
-        return cls(status, error.message, kind=kind, **_jsonable(error.context))
+        return cls(status, error.message, kind=kind, **error.context)
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": self.message, "type": self.kind, "code": self.status}
@@ -55,8 +58,12 @@ class ApiError(Exception):
 
 
 def _jsonable(context: dict[str, Any]) -> dict[str, Any]:
-    """Error context that JSON can carry (anything else as its ``repr``)."""
-    return {
-        key: value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
-        for key, value in context.items()
-    }
+    """Error context that JSON can carry: strings, integers, finite floats, booleans and
+    ``None`` as they are, anything else (infinity and NaN included) as its ``repr``."""
+    return {key: value if _plain(value) else repr(value) for key, value in context.items()}
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (str, int, bool, type(None)))

@@ -22,7 +22,8 @@ one). A message's ``content`` may mix parts:
   chunk back into its tokens; without, ``n_tokens`` (default ``k`` each) only counts
   what each chunk stands for.
 - ``{"type": "refrag_segments", "tenant": ..., "session": ..., "segment_ids": [...]}``:
-  segments of the memory store the server was opened on (``serve --memory DIR``).
+  segments of the memory store the server was opened on (``serve --memory DIR``); a key
+  bound to tenants reads only theirs (:func:`fetch_segments`).
 
 Compressed content is context the client chose to send compressed: each ``refrag_chunks``
 part (id ``m<index>.<part>``) and each stored segment (its own id) is a segment of its
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from refrag_agent.budget import Budget
 from refrag_agent.context import (
@@ -68,6 +69,8 @@ from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.policies import PolicyName, make_policy
+from refrag_agent.serve.auth import ApiKey, forbidden
+from refrag_agent.serve.errors import ApiError
 from refrag_agent.serve.limits import ServeLimits
 from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import Scope, Segment, SegmentKind
@@ -90,6 +93,12 @@ ROLE_KINDS: dict[str, SegmentKind] = {
     "document": SegmentKind.DOCUMENT,
 }
 LAST_TURNS = 2  # user/assistant messages that stay tokens, as the SDK's pin_last_turns
+# Sampling works in float32: a denormal temperature overflows the logits it divides, and a
+# top_p that rounds to 0 drops every token. Sampling this cold is all but greedy already
+# (a logit 1e-3 below the top one is e^-100 times less likely), and a top_p this small
+# keeps only the top token unless it is less likely than that, so below it decoding is
+# greedy.
+GREEDY_BELOW = 1e-5
 # The scope a request's own messages are seen in by the pinning rule; nothing is stored.
 _REQUEST = Scope(tenant="request", session="request")
 
@@ -221,7 +230,7 @@ class RefragOptions(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatRequest(BaseModel):
@@ -231,19 +240,19 @@ class ChatRequest(BaseModel):
 
     model: str
     messages: list[Message] = Field(default_factory=list)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] | None = None
+    top_p: Annotated[float, Field(strict=True, gt=0, le=1)] | None = None
+    top_k: Annotated[StrictInt, Field(ge=0)] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
-    n: int | None = None
-    stream: bool = False
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
+    n: StrictInt | None = None
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     tools: list[ToolSpec] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    ignore_eos: bool = False
+    ignore_eos: StrictBool = False
     refrag: RefragOptions | None = None
 
     def check(self, limits: ServeLimits) -> None:
@@ -265,11 +274,21 @@ class ChatRequest(BaseModel):
                 raise InvalidInput("tool_choice names a function that is not in tools", name=name)
         if self.n not in (None, 1):
             raise InvalidInput("only n=1 is supported", n=self.n)
-        asked = self.max_completion_tokens or self.max_tokens
-        if asked is not None and not 1 <= asked <= limits.max_tokens:
+        asked = self.asked_tokens
+        if asked is not None and asked > limits.max_tokens:
             raise InvalidInput(f"max_tokens must be in [1, {limits.max_tokens}]", max_tokens=asked)
-        if len(self.stops) > limits.max_stop or any(len(s) > 256 for s in self.stops):
-            raise InvalidInput(f"at most {limits.max_stop} stop strings of 256 characters")
+        # Template tokens end answers anyway, and RemoteEngine sends them all: not counted.
+        own = [s for s in self.stops if s not in REFRAG_TEMPLATE.special_tokens]
+        if len(own) > limits.max_stop or any(len(s) > 256 for s in own):
+            raise InvalidInput(
+                f"at most {limits.max_stop} stop strings of 256 characters, besides the "
+                "template's tokens"
+            )
+
+    @property
+    def asked_tokens(self) -> int | None:
+        """``max_completion_tokens``, else ``max_tokens`` (None: neither given)."""
+        return self.max_tokens if self.max_completion_tokens is None else self.max_completion_tokens
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -282,15 +301,19 @@ class ChatRequest(BaseModel):
         """Sampling options; without max_tokens, as many as the limit and the decoder allow.
 
         Decoding stops at the client's stop strings and at ``template_stops``, unless
-        ``ignore_eos`` asks for every token up to max_tokens.
+        ``ignore_eos`` asks for every token up to max_tokens. A temperature or top_p below
+        :data:`GREEDY_BELOW` decodes greedily.
         """
-        asked = self.max_completion_tokens or self.max_tokens
+        asked = self.asked_tokens
         stops = self.stops if self.ignore_eos else (*self.stops, *template_stops)
+        temperature = 1.0 if self.temperature is None else self.temperature
+        top_p = 1.0 if self.top_p is None else self.top_p
+        greedy = temperature < GREEDY_BELOW or top_p < GREEDY_BELOW
         return SamplingParams(
             max_new_tokens=asked or max(1, min(limits.max_tokens, room)),
-            temperature=1.0 if self.temperature is None else self.temperature,
+            temperature=0.0 if greedy else temperature,
             top_k=self.top_k or 0,
-            top_p=1.0 if self.top_p is None else self.top_p,
+            top_p=1.0 if greedy else top_p,
             stop=tuple(dict.fromkeys(stops)),
             seed=self.seed,
         )
@@ -344,21 +367,38 @@ class Prepared:
 
 
 async def fetch_segments(
-    chat: ChatRequest, store: MemoryStore | None
+    chat: ChatRequest, store: MemoryStore | None, *, key: ApiKey | None = None
 ) -> dict[tuple[int, int], ChunkBatch]:
-    """The stored chunks each ``refrag_segments`` part refers to, by (message, part)."""
+    """The stored chunks each ``refrag_segments`` part refers to, by (message, part).
+
+    A tenant ``key`` may not read is a 403 before the store is read; segments missing
+    from the scope (or a scope that does not exist) are one 404. Neither answer says
+    whether the tenant or its sessions exist.
+    """
+    parts = [
+        (m, p, part)
+        for m, message in enumerate(chat.messages)
+        for p, part in enumerate(message.parts())
+        if isinstance(part, SegmentsPart)
+    ]
+    if key is not None and not all(key.may_read(part.tenant) for _, _, part in parts):
+        raise forbidden()
+    if not parts:
+        return {}
+    if store is None:
+        raise InvalidInput(
+            "this server has no memory store: refrag_segments cannot be used",
+            fix="start it with refrag-agent serve --memory DIR",
+        )
     fetched: dict[tuple[int, int], ChunkBatch] = {}
-    for m, message in enumerate(chat.messages):
-        for p, part in enumerate(message.parts()):
-            if not isinstance(part, SegmentsPart):
-                continue
-            if store is None:
-                raise InvalidInput(
-                    "this server has no memory store: refrag_segments cannot be used",
-                    fix="start it with refrag-agent serve --memory DIR",
-                )
-            scope = Scope(tenant=part.tenant, session=part.session)
+    for m, p, part in parts:
+        scope = Scope(tenant=part.tenant, session=part.session)
+        try:
             fetched[(m, p)] = await store.fetch(scope, part.segment_ids)
+        except InvalidInput as e:
+            raise ApiError(
+                404, "segments not found in that tenant's session", kind="not_found"
+            ) from e
     return fetched
 
 

@@ -1,7 +1,10 @@
 """Running the app: ``refrag-agent serve`` in the foreground, or a server in a thread.
 
 The foreground server binds loopback unless told otherwise, and refuses a non-loopback
-address without an API key.
+address without an API key. Both run uvicorn's h11 protocol with one addition: a
+connection whose request head (request line and headers) has not all arrived within
+``ServeLimits.max_receive_s`` of its first byte (or of the connection, for the first
+request) is closed, so slow clients cannot hold connections open (slowloris).
 """
 
 from __future__ import annotations
@@ -9,18 +12,25 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from refrag_agent.budget import Budget
 from refrag_agent.engines import resolve_model
 from refrag_agent.errors import DecoderUnavailable, InvalidInput
+from refrag_agent.logs import get_logger
 from refrag_agent.memory import MemoryStore
 from refrag_agent.serve.app import RefragServer
+from refrag_agent.serve.auth import ApiKey
 from refrag_agent.serve.limits import LOOPBACK, ServeLimits, is_loopback
+
+log = get_logger(__name__)
 
 
 def serve(
@@ -28,15 +38,16 @@ def serve(
     *,
     host: str = LOOPBACK,
     port: int = 8000,
-    api_key: str | None = None,
+    api_key: str | ApiKey | Iterable[str | ApiKey] | None = None,
     memory: str | Path | None = None,
     name: str | None = None,
     limits: ServeLimits | None = None,
     budget: Budget | None = None,
 ) -> None:
     """Load ``model`` (a checkpoint directory; ``None``: the bundled default) and serve it
-    until interrupted. ``memory``: a store folder that requests may refer to by segment;
-    ``budget``: the expansion budget of requests that name none."""
+    until interrupted. ``api_key``: as :class:`RefragServer` takes it; ``memory``: a store
+    folder that requests may refer to by segment; ``budget``: the expansion budget of
+    requests that name none."""
     if not is_loopback(host) and not api_key:
         raise InvalidInput(
             "serving beyond loopback needs an API key",
@@ -58,12 +69,68 @@ def serve(
 async def _serve(server: RefragServer, *, host: str, port: int, memory: str | Path | None) -> None:
     if memory is not None:
         server.memory = await MemoryStore.open(memory, encoder=server.model.encoder)
-    config = uvicorn.Config(server.app, host=host, port=port, log_level="warning")
+    config = _config(server, host=host, port=port)
     try:
         await uvicorn.Server(config).serve()
     finally:
         if server.memory is not None:
             await server.memory.aclose()
+
+
+def _config(server: RefragServer, *, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        server.app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        http=_head_timeout(server.limits.max_receive_s),
+    )
+
+
+def _head_timeout(timeout_s: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing connections whose request head is too slow."""
+
+    class HeadTimeout(_HeadTimeout):
+        head_timeout_s = timeout_s
+
+    return HeadTimeout
+
+
+class _HeadTimeout(H11Protocol):
+    """A timer runs while a request head is being received: from the connection's start,
+    then from the first byte of each later request; the complete head stops it."""
+
+    head_timeout_s: float
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and self.conn.their_state is h11.IDLE:
+            self._arm()
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _too_slow(self) -> None:
+        self._head_timer = None
+        log.warning("closed a connection: request head too slow", client=self.client)
+        self.transport.close()
 
 
 class ServerThread:
@@ -77,10 +144,7 @@ class ServerThread:
         self.server = server
         self.host = host
         self.start_timeout_s = start_timeout_s
-        config = uvicorn.Config(
-            server.app, host=host, port=0, log_level="warning", timeout_graceful_shutdown=5
-        )
-        self._uvicorn = uvicorn.Server(config)
+        self._uvicorn = uvicorn.Server(_config(server, host=host, port=0))
         self._thread = threading.Thread(target=self._uvicorn.run, name="refrag-http", daemon=True)
         self.port = 0
 

@@ -9,7 +9,7 @@ import torch
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.serve.batching import DecodeBatch, Job, JobEvent
+from refrag_agent.serve.batching import DecodeBatch, Job, JobEvent, JobFailed
 
 from .util import FACTS
 
@@ -65,3 +65,24 @@ def test_batched_prefill_matches_single_within_rounding(serve_model: RefragModel
     alone = torch.stack([serve_model.logits([p])[0, -1] for p in todo])
     assert (together - alone).abs().max() < 1e-4
     assert torch.equal(together.argmax(-1), alone.argmax(-1))
+
+
+def test_a_row_whose_logits_overflow_fails_alone(serve_model: RefragModel) -> None:
+    """Embeddings near float32's limit (the server refuses them; a plan built in-process
+    can hold them) overflow the projector: that row fails, the others answer."""
+    chunks = serve_model.chunk(FACTS)
+    huge = torch.full((len(chunks), serve_model.config.projector.in_dim), 3e38)
+    bad = serve_model.plan(["<|user|>", (chunks, huge, set()), "code?<|end|><|assistant|>"])
+    sampled = SamplingParams(max_new_tokens=4, temperature=1.0, seed=0)
+    good = plans(serve_model)
+    todo = [(bad, sampled), (good[0], sampled), (good[1], SamplingParams(max_new_tokens=4))]
+    events: list[list[JobEvent]] = [[] for _ in todo]
+    jobs = [Job(plan, params, out.append) for (plan, params), out in zip(todo, events, strict=True)]
+    batch = DecodeBatch(serve_model)
+    batch.admit(jobs)
+    batch.prune(time.perf_counter())  # as the scheduler does after every call
+    while batch.rows:
+        batch.step()
+        batch.prune(time.perf_counter())
+    assert events[0] == [JobFailed("error", "sampling failed: the logits are not finite")]
+    assert all(isinstance(events[i][-1], Generation) for i in (1, 2))

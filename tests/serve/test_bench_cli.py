@@ -44,3 +44,8 @@ def test_serve_refuses_open_address_without_key(
     monkeypatch.delenv("REFRAG_AGENT_API_KEY", raising=False)
     assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
     assert "serving beyond loopback needs an API key" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_malformed_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--api-key", "k1", "--api-key", "k2:"]) == 2
+    assert "tenants must be non-empty" in capsys.readouterr().err

@@ -41,5 +41,5 @@ async def test_segments_from_the_store(
             for tenant in ("other", "nobody"):  # a tenant with memory, and one without
                 elsewhere = {**part, "tenant": tenant}  # the ids exist, but in acme's scope
                 refused = await client.post(URL, json=chat([elsewhere]))
-                assert refused.status_code == 400
+                assert refused.status_code == 404
                 assert "not found" in refused.json()["error"]["message"]
