@@ -27,6 +27,17 @@ def check_text(value: str, field: str, *, allow_empty: bool = False) -> None:
         ) from e
 
 
+def check_length(text: str, *, max_chars: int) -> None:
+    """A segment's text against the size limit; cheap, so writers check it before chunking."""
+    if len(text) > max_chars:
+        raise InvalidInput(
+            "segment text is over the size limit",
+            chars=len(text),
+            limit=max_chars,
+            fix="split the text into several segments, or raise max_segment_chars",
+        )
+
+
 def check_segment(
     segment: Segment, chunks: Sequence[Chunk], *, max_chars: int, max_chunks: int
 ) -> list[str]:
@@ -37,10 +48,7 @@ def check_segment(
     if len(segment.id) > MAX_ID_LENGTH:
         raise InvalidInput("segment.id is too long", length=len(segment.id), limit=MAX_ID_LENGTH)
     check_text(segment.text, "segment.text")
-    if len(segment.text) > max_chars:
-        raise InvalidInput(
-            "segment text is over the size limit", chars=len(segment.text), limit=max_chars
-        )
+    check_length(segment.text, max_chars=max_chars)
     check_text(segment.domain, "segment.domain")
     if len(segment.domain) > MAX_ID_LENGTH:
         raise InvalidInput("segment.domain is too long", length=len(segment.domain))

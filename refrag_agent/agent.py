@@ -9,13 +9,22 @@
         print(reply.text, reply.plan.positions_fed, reply.usage.ttft_s)
 
 Writes never call the decoder: a segment is chunked, encoded (or found in the embedding
-cache) and stored. ``respond`` appends the query as a user turn, lays the session out,
-lets the policy choose which chunks are expanded under the budget, decodes, appends the
-answer as an assistant turn and returns it with its plan.
+cache) and stored; its size is checked before it is chunked. ``respond`` checks its
+options and the query (which must fit the decoder's window as tokens), lays the session
+out with the query last, lets the policy choose which chunks are expanded under the
+budget, decodes, appends the query and the answer as turns and returns the answer with
+its plan.
 
-Streaming: ``stream`` yields :class:`TextDelta` events, then one :class:`ReplyDone`.
-If the consumer stops early (``break`` or cancellation), the partial answer is **not**
-stored: memory holds the query and nothing half-written.
+A call is atomic from the caller's side: one that fails before the decoder has answered
+(a bad option, a query too long, a plan that does not fit, an engine that cannot be
+reached) stores nothing. The query is stored as soon as the decoder's first output
+arrives, before the caller sees it; from then on it stays (with the tool calls and
+outputs made so far), even if decoding fails or the consumer of ``stream`` stops early
+(``break`` or cancellation). The partial answer is never stored: memory holds the query
+and nothing half-written.
+
+Forgetting (``Session.delete``, ``Session.forget``, ``Agent.forget_tenant``) deletes from
+the store, then rewrites the plan log without the plans that hold the forgotten data.
 """
 
 from __future__ import annotations
@@ -32,20 +41,22 @@ from refrag_agent.context import (
     check_placement,
 )
 from refrag_agent.engines import Engine, open_engine
-from refrag_agent.errors import InvalidInput
+from refrag_agent.errors import BudgetError, InvalidInput, ScopeError
 from refrag_agent.lifecycle import AsyncClosing, Opening
 from refrag_agent.logs import get_logger
-from refrag_agent.memory import MemoryStore
+from refrag_agent.memory import AppendResult, MemoryStore
+from refrag_agent.memory.encoding import as_embeddings
+from refrag_agent.memory.validation import check_length, check_segment, check_tenant
 from refrag_agent.memory_calls import MemoryHit, append_messages, delete_segments, search_memory
 from refrag_agent.messages import Messages
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
 from refrag_agent.plan import ContextPlan, PlanLog
-from refrag_agent.planning import Planner
+from refrag_agent.planning import Planner, QueryTurn
 from refrag_agent.policies import ExpansionPolicy, PolicyName, make_policy
 from refrag_agent.reply import Reply, ReplyDone, StreamEvent, TextDelta, finish_reply
 from refrag_agent.template import REFRAG_TEMPLATE
-from refrag_agent.timeline import Scope, Segment, SegmentKind
+from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
 from refrag_agent.tools import (
     Toolbox,
     ToolCallEvent,
@@ -126,7 +137,7 @@ class Agent(AsyncClosing):
                 model,
                 memory,
                 engine=engine,
-                budget=budget or Budget(),
+                budget=budget,
                 policy=policy,
                 pin_last_turns=pin_last_turns,
                 sampling=sampling or SamplingParams(max_new_tokens=64, stop=REFRAG_TEMPLATE.stop),
@@ -140,13 +151,14 @@ class Agent(AsyncClosing):
         memory: str | Path | MemoryStore,
         *,
         engine: Engine | None,
-        budget: Budget,
+        budget: Budget | None,
         policy: PolicyName | ExpansionPolicy | None,
         pin_last_turns: int,
         sampling: SamplingParams,
     ) -> Agent:
         if pin_last_turns < 0:
             raise InvalidInput("pin_last_turns must be >= 0", value=pin_last_turns)
+        budget = Budget() if budget is None else _checked_budget(budget)
         opened = await open_engine(model, engine=engine)
         loaded = opened.model
         if policy is None:  # the checkpoint's learned policy, else query similarity
@@ -193,7 +205,36 @@ class Agent(AsyncClosing):
         self._check_open()
         if recall not in ("session", "tenant"):
             raise InvalidInput("recall must be 'session' or 'tenant'", recall=recall)
+        if budget is not None:
+            budget = _checked_budget(budget)
         return Session(self, Scope(tenant=tenant, session=session), budget=budget, recall=recall)
+
+    async def forget_tenant(self, tenant: str) -> int:
+        """Forget a tenant: all its sessions, segments and plans; return how many segments.
+
+        Once it returns, no timeline, search or reply reads them and ``plans.jsonl`` holds
+        none of the tenant's plans. An unknown tenant forgets nothing and returns 0.
+        """
+        self._check_open()
+        check_tenant(tenant)
+        try:
+            count = await self.store.forget_tenant(tenant)
+        except ScopeError:  # unknown: nothing stored, but a forget cut short may have left plans
+            count = 0
+        await self._forget_plans(tenant=tenant)
+        return count
+
+    async def _forget_plans(
+        self,
+        *,
+        tenant: str | None = None,
+        scope: Scope | None = None,
+        segment_ids: Iterable[str] = (),
+    ) -> None:
+        if self.plan_log is not None:
+            forget = self.plan_log.forget
+            ids = list(segment_ids)
+            await asyncio.to_thread(forget, tenant=tenant, scope=scope, segment_ids=ids)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -271,11 +312,9 @@ class Session:
         extra: dict[str, Any] | None = None,
     ) -> Segment:
         self.agent._check_open()
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str) or not text or text.isspace():
             raise InvalidInput("text must be a non-empty string", kind=kind.value)
-        if not self._registered:
-            await self.agent.store.create_scope(self.scope)
-            self._registered = True
+        check_length(text, max_chars=self.agent.store.settings.max_segment_chars)
         segment = Segment(
             scope=self.scope,
             kind=kind,
@@ -285,10 +324,23 @@ class Session:
             metadata={**(metadata or {}), **(extra or {})},
         )
         chunks = await asyncio.to_thread(self.agent.model.chunk, text)
-        result = await self.agent.store.append(segment, chunks)
+        result = await self._append(segment, chunks)
         return segment.model_copy(
             update={"seq": result.seq, "n_tokens": result.n_tokens, "n_chunks": result.n_chunks}
         )
+
+    async def _append(
+        self, segment: Segment, chunks: list[Chunk], embeddings: Any = None
+    ) -> AppendResult:
+        store = self.agent.store
+        if not self._registered:
+            await store.create_scope(self.scope)
+            self._registered = True
+        try:
+            return await store.append(segment, chunks, embeddings=embeddings)
+        except ScopeError:  # forgotten since (this session or its tenant): register it again
+            await store.create_scope(self.scope)
+            return await store.append(segment, chunks, embeddings=embeddings)
 
     async def timeline(self) -> list[Segment]:
         """Every segment of this session, in order; empty for a new session."""
@@ -327,11 +379,31 @@ class Session:
     async def delete(self, segment_ids: str | Iterable[str]) -> list[Segment]:
         """Delete segments of this session by id; return them.
 
-        Timeline, search and replies no longer see them. An id that is not a segment of
-        this session raises ``InvalidInput`` naming it, and nothing is deleted.
+        Timeline, search and replies no longer see them, and the plans that placed them
+        are dropped from ``plans.jsonl``. An id that is not a segment of this session
+        raises ``InvalidInput`` naming it, and nothing is deleted.
         """
         self.agent._check_open()
-        return await delete_segments(self.agent.store, self.scope, segment_ids)
+        deleted = await delete_segments(self.agent.store, self.scope, segment_ids)
+        await self.agent._forget_plans(segment_ids=[s.id for s in deleted])
+        return deleted
+
+    async def forget(self) -> int:
+        """Forget this session: all its segments and plans; return how many segments.
+
+        Once it returns, no timeline, search or reply reads them, and ``plans.jsonl`` holds
+        neither this session's plans nor other sessions' plans that recalled its segments.
+        The session can be written to again afterwards, as a new one.
+        """
+        self.agent._check_open()
+        forgotten = [s.id for s in await self.timeline()]
+        try:
+            count = await self.agent.store.forget_session(self.scope)
+        except ScopeError:  # unknown: nothing stored, but a forget cut short may have left plans
+            count = 0
+        self._registered = False
+        await self.agent._forget_plans(scope=self.scope, segment_ids=forgotten)
+        return count
 
     # -- reads --------------------------------------------------------------------------
 
@@ -350,6 +422,11 @@ class Session:
         its output are appended as ``tool_call`` / ``tool_output`` segments, paired by
         call id, and the model answers again with them in memory, up to
         ``max_tool_steps`` calls.
+
+        A call that fails before the decoder answers stores nothing: a budget that is not
+        a :class:`Budget` (``BudgetError``), a ``max_new_tokens`` that leaves the prompt no
+        room, a query that does not fit the decoder's window as tokens (``InvalidInput``),
+        a plan that does not fit, an engine that cannot be reached.
         """
         reply: Reply | None = None
         async for event in self.stream(
@@ -381,26 +458,45 @@ class Session:
         :class:`ReplyDone`.
         """
         agent = self.agent
+        agent._check_open()
         params = agent.sampling
         if max_new_tokens is not None:
+            if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+                raise InvalidInput("max_new_tokens must be an int", value=max_new_tokens)
             params = dataclasses.replace(params, max_new_tokens=max_new_tokens)
-        budget = budget or self.budget or agent.budget
+        if budget is not None:
+            budget = _checked_budget(budget)
+        else:
+            budget = self.budget if self.budget is not None else agent.budget
         toolbox = Toolbox.coerce(tools)
         # Stop at any template token the model starts: without tools, a call marker too, so
         # an answer never holds (and memory never stores) an invented call.
         stops = REFRAG_TEMPLATE.stops(tool_calls=bool(len(toolbox)))
         params = dataclasses.replace(params, stop=tuple(dict.fromkeys((*params.stop, *stops))))
-        asked = await self.add_turn("user", query)
+        preamble = ""
+        if len(toolbox):
+            preamble = REFRAG_TEMPLATE.render(SegmentKind.SYSTEM, tools_prompt(toolbox))
+        turn = await self._query_turn(query, params.max_new_tokens, preamble)
+        stored = False
+
+        async def keep_query() -> None:
+            # Once the decoder has answered, before the caller sees it (module docstring).
+            nonlocal stored
+            if not stored:
+                await self._append(turn.segment, turn.chunks, turn.embeddings)
+                stored = True
+
         if not len(toolbox):
-            plan, record = await self._plan(asked, budget, params.max_new_tokens)
+            plan, record = await self._plan(turn, budget, params.max_new_tokens)
             final: Generation | None = None
             async for item in agent._engine.stream(plan, params):
+                await keep_query()
                 if isinstance(item, TokenEvent):
                     yield TextDelta(item.text)
                 else:
                     final = item
             assert final is not None
-            reply = finish_reply(
+            reply = await finish_reply(
                 record,
                 final,
                 text=final.text,
@@ -408,12 +504,12 @@ class Session:
                 plan_log=agent.plan_log,
             )
         else:
-            preamble = REFRAG_TEMPLATE.render(SegmentKind.SYSTEM, tools_prompt(toolbox))
             last: list[tuple[ContextPlan, Generation]] = []
 
             async def step() -> str:
-                plan, record = await self._plan(asked, budget, params.max_new_tokens, preamble)
+                plan, record = await self._plan(turn, budget, params.max_new_tokens, preamble)
                 generation = await agent._engine.generate(plan, params)
+                await keep_query()
                 last.append((record, generation))
                 return generation.text
 
@@ -442,7 +538,7 @@ class Session:
             assert result is not None and last
             yield TextDelta(result.text)
             record, final = last[-1]
-            reply = finish_reply(
+            reply = await finish_reply(
                 record,
                 final,
                 text=result.text,
@@ -454,14 +550,47 @@ class Session:
             await self.add_turn("assistant", reply.text)
         yield ReplyDone(reply)
 
+    async def _query_turn(self, query: str, max_new_tokens: int, preamble: str) -> QueryTurn:
+        """The query as a user turn, checked, chunked and embedded; nothing is written."""
+        store, model = self.agent.store, self.agent.model
+        if not isinstance(query, str) or not query or query.isspace():
+            raise InvalidInput("query must be a non-empty string")
+        settings = store.settings
+        check_length(query, max_chars=settings.max_segment_chars)
+        chunks = await asyncio.to_thread(model.chunk, query)
+        segment = Segment(scope=self.scope, kind=SegmentKind.USER, text=query)
+        check_segment(
+            segment,
+            chunks,
+            max_chars=settings.max_segment_chars,
+            max_chunks=settings.max_chunks_per_segment,
+        )
+        n_tokens = sum(len(c.token_ids) for c in chunks)
+        segment = segment.model_copy(update={"n_tokens": n_tokens, "n_chunks": len(chunks)})
+        self.agent.planner.check_query(segment, max_new_tokens=max_new_tokens, preamble=preamble)
+        encoder = store.encoder
+        raw = await asyncio.to_thread(encoder.encode, [c.text for c in chunks])
+        vectors = as_embeddings(raw, n=len(chunks), dim=encoder.dim, what="encoder output")
+        return QueryTurn(segment, chunks, vectors)
+
     async def _plan(
-        self, asked: Segment, budget: Budget, max_new_tokens: int, preamble: str = ""
+        self, query: QueryTurn, budget: Budget, max_new_tokens: int, preamble: str = ""
     ) -> tuple[PlacementPlan, ContextPlan]:
         return await self.agent.planner.plan(
             self.scope,
-            asked,
+            query,
             budget,
             max_new_tokens=max_new_tokens,
             recall_tenant=self.recall == "tenant",
             preamble=preamble,
         )
+
+
+def _checked_budget(budget: object) -> Budget:
+    if not isinstance(budget, Budget):
+        raise BudgetError(
+            "budget must be a Budget",
+            type=type(budget).__name__,
+            fix="pass Budget(tokens=256) or Budget(p=0.1)",
+        )
+    return budget

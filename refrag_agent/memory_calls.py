@@ -7,17 +7,19 @@ functions, which work on a store, a scope and (for writes) the model that chunks
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from refrag_agent.errors import InvalidInput
 from refrag_agent.memory import MemoryStore, SearchHit
-from refrag_agent.memory.validation import check_segment
+from refrag_agent.memory.validation import check_length, check_segment
 from refrag_agent.messages import (
     AssistantMessage,
     Messages,
+    MessageWrite,
     ToolMessage,
     plan_writes,
     read_messages,
@@ -68,22 +70,19 @@ async def append_messages(
         Segment(scope=scope, kind=w.kind, text=w.text, source=w.source, metadata=w.metadata)
         for w in writes
     ]
+    settings = store.settings
+    for write, segment in zip(writes, segments, strict=True):
+        with _naming(write):  # before any text is tokenized
+            check_length(segment.text, max_chars=settings.max_segment_chars)
     chunked = await asyncio.to_thread(lambda: [model.chunk(s.text) for s in segments])
     for write, segment, chunks in zip(writes, segments, chunked, strict=True):
-        # The store checks these too, but could not say which message broke a limit.
-        try:
+        with _naming(write):  # the store checks these too, but could not name the message
             check_segment(
                 segment,
                 chunks,
-                max_chars=store.settings.max_segment_chars,
-                max_chunks=store.settings.max_chunks_per_segment,
+                max_chars=settings.max_segment_chars,
+                max_chunks=settings.max_chunks_per_segment,
             )
-        except InvalidInput as e:
-            field = "tool_calls" if write.kind is SegmentKind.TOOL_CALL else "content"
-            context = {**e.context, "index": write.index, "field": field}
-            raise InvalidInput(
-                f"messages[{write.index}].{field}: {e.message}; nothing was written", **context
-            ) from e
     await store.create_scope(scope)
     results = await store.append_many(
         [(s, c, None) for s, c in zip(segments, chunked, strict=True)]
@@ -92,6 +91,19 @@ async def append_messages(
         s.model_copy(update={"seq": r.seq, "n_tokens": r.n_tokens, "n_chunks": r.n_chunks})
         for s, r in zip(segments, results, strict=True)
     ]
+
+
+@contextlib.contextmanager
+def _naming(write: MessageWrite) -> Iterator[None]:
+    """Re-raise a failed check of ``write`` naming its message and field."""
+    try:
+        yield
+    except InvalidInput as e:
+        field = "tool_calls" if write.kind is SegmentKind.TOOL_CALL else "content"
+        context = {**e.context, "index": write.index, "field": field}
+        raise InvalidInput(
+            f"messages[{write.index}].{field}: {e.message}; nothing was written", **context
+        ) from e
 
 
 async def search_memory(

@@ -59,7 +59,7 @@ def _joined(value: Any) -> Any:
 
 
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if not value or value.isspace():  # isspace: no copy of a text that may be huge
         raise ValueError("must not be empty")
     return value
 

@@ -6,14 +6,22 @@ keeps it in a :class:`PlanLog`, so any answer can be explained and replayed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
-from collections.abc import Iterator
+import os
+import uuid
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from refrag_agent.logs import get_logger
 from refrag_agent.timeline import Scope, SegmentKind
+
+log = get_logger(__name__)
 
 
 class SegmentUse(BaseModel):
@@ -68,29 +76,129 @@ class ContextPlan(BaseModel):
 
 
 class PlanLog:
-    """Plans kept as JSON lines in one file, appended as replies are made."""
+    """Plans kept as JSON lines in one file, appended as replies are made.
+
+    Writers hold an exclusive ``flock`` on the file, so appends from several processes and
+    :meth:`forget`'s rewrite do not interleave. A line cut short (a crash, a full disk) is
+    skipped on read, and the next append starts on a new line, so it is not glued to it.
+    :meth:`forget` rewrites the file (a temporary file, fsynced, then renamed over it)
+    without the plans of a tenant, a session or some segments.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def append(self, plan: ContextPlan) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(plan.model_dump_json() + "\n")
+        """Add one plan at the end of the file."""
+        line = plan.model_dump_json().encode("utf-8") + b"\n"
+        with self._locked() as f:
+            end = f.seek(0, os.SEEK_END)
+            if end:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":  # the last line was cut short: end it first
+                    line = b"\n" + line
+            f.write(line)
 
     def read(self, scope: Scope | None = None, *, last: int | None = None) -> list[ContextPlan]:
-        plans = [p for p in self._all() if scope is None or p.scope == scope]
+        """The plans (of ``scope``, or all), oldest first; the ``last`` ones if given."""
+        if not self.path.is_file():
+            return []
+        with self.path.open("rb") as f:
+            plans = [p for p in map(_parse, f) if p is not None]
+        plans = [p for p in plans if scope is None or p.scope == scope]
         return plans[-last:] if last else plans
 
-    def _all(self) -> Iterator[ContextPlan]:
+    def forget(
+        self,
+        *,
+        tenant: str | None = None,
+        scope: Scope | None = None,
+        segment_ids: Iterable[str] = (),
+    ) -> int:
+        """Rewrite the log without the plans of ``tenant``, of ``scope`` and those that
+        placed any of ``segment_ids``; return how many plans were dropped.
+
+        Lines that cannot be read are dropped too: they may hold forgotten text.
+        """
+        ids = set(segment_ids)
         if not self.path.is_file():
-            return
-        with self.path.open(encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
+            return 0
+        with self._locked() as f:
+            f.seek(0)
+            kept: list[bytes] = []
+            dropped = unreadable = 0
+            for raw in f:
+                if not raw.strip():
                     continue
-                try:
-                    yield ContextPlan.model_validate(json.loads(line))
-                except ValueError:
-                    continue  # a line cut short by a crash: skip it, keep the rest
+                plan = _parse(raw)
+                if plan is None:
+                    unreadable += 1
+                elif _forgotten(plan, tenant=tenant, scope=scope, ids=ids):
+                    dropped += 1
+                else:
+                    kept.append(raw if raw.endswith(b"\n") else raw + b"\n")
+            if dropped or unreadable:
+                self._replace(kept)
+        log.info("plan_log.forgotten", plans=dropped, unreadable_lines=unreadable)
+        return dropped
+
+    def _replace(self, lines: list[bytes]) -> None:
+        temp = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with temp.open("wb") as out:
+                out.writelines(lines)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, self.path)
+        finally:
+            temp.unlink(missing_ok=True)
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself survives a crash
+        finally:
+            os.close(folder)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[BinaryIO]:
+        """The file, open for reading and appending under an exclusive lock.
+
+        A writer that waited while :meth:`forget` renamed a new file over the path holds
+        the old one: it opens the path again.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            with self.path.open("a+b") as f:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+                if _same_file(f, self.path):
+                    yield f
+                    return
+
+
+def _same_file(f: BinaryIO, path: Path) -> bool:
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(f.fileno())
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _parse(raw: bytes) -> ContextPlan | None:
+    """One line as a plan; None for a blank line or one cut short by a crash."""
+    if not raw.strip():
+        return None
+    try:
+        return ContextPlan.model_validate(json.loads(raw))
+    except ValueError:  # bad UTF-8, bad JSON and a failed validation are all ValueErrors
+        log.warning("plan_log.unreadable_line", length=len(raw))
+        return None
+
+
+def _forgotten(
+    plan: ContextPlan, *, tenant: str | None, scope: Scope | None, ids: set[str]
+) -> bool:
+    if plan.scope.tenant == tenant or plan.scope == scope:
+        return True
+    return any(u.segment_id in ids for u in plan.segments) or any(
+        c.segment_id in ids for c in plan.chunks
+    )

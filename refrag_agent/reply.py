@@ -7,6 +7,7 @@ the agent's plan log.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TypeAlias, Union
 
@@ -61,7 +62,7 @@ class ReplyDone:
 StreamEvent: TypeAlias = Union[TextDelta, ToolCallEvent, ToolOutputEvent, ReplyDone]  # noqa: UP007
 
 
-def finish_reply(
+async def finish_reply(
     record: ContextPlan,
     final: Generation,
     *,
@@ -88,7 +89,7 @@ def finish_reply(
         ttft_s=round(final.ttft_s, 4),
     )
     if plan_log is not None:
-        plan_log.append(plan)
+        await asyncio.to_thread(plan_log.append, plan)  # it may wait for a rewrite's lock
     usage = Usage(
         tokens_held=plan.tokens_held,
         positions_fed=plan.positions_fed,
