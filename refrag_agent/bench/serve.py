@@ -1,4 +1,5 @@
-"""Serving: compressed versus full-context requests to one server and model, side by side.
+"""Serving: compressed versus full-context requests to one server and model, side by side;
+then the same decoder in process, under concurrent sessions of one agent.
 
 One ``refrag-agent serve`` app (uvicorn on loopback, in this process) runs a random-weight
 Llama (the latency benchmark's ~50M-parameter shape for the full run, a smaller one for
@@ -11,6 +12,19 @@ tokens (``ignore_eos``), so both modes do the same decoding work.
 TTFT is measured by the server from the request's arrival (body, JSON, plan, queue wait,
 prefill, first token; only loopback transit is left out); output tokens/s is every
 request's tokens over the level's wall time, measured at the clients.
+
+In process: one :class:`~refrag_agent.agent.Agent` on a :class:`LocalEngine` over the same
+decoder, with a memory folder. At each concurrency ``c``, ``c`` new sessions hold the same
+context as a document (compressed: the default budget expands nothing beyond the pinned
+turns) and ask the question ``rounds`` times each, back to back, with ``respond`` (mode
+``agent``). A call plans (store reads, policy), decodes and stores its query and answer;
+answers end at the template's stop tokens, like any agent's, so output tokens/s counts the
+tokens decoded.
+Then ``c`` callers call the same engine's ``generate`` directly with the same compressed
+plan (mode ``engine``): the decoding alone, without the agent's planning and writes.
+TTFT is the engine's (queue wait, prefill, first token; planning left out); a call's
+latency is the whole ``respond`` (or ``generate``). The speedup is output tokens/s at ``c``
+over one call at a time (concurrency 1): what sharing prefill and decoding batches gives.
 """
 
 from __future__ import annotations
@@ -18,19 +32,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 from tqdm import tqdm
 
+from refrag_agent.agent import Agent, Session
 from refrag_agent.bench.common import percentile, run_header, write_json
 from refrag_agent.bench.latency import VOCAB, bench_decoder
+from refrag_agent.engines import BatchLimits, LocalEngine
 from refrag_agent.engines.wire import tensor_to_wire
+from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.decoder import DecoderShape
 from refrag_agent.model.encoder import ChunkEncoder
+from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tiny import random_decoder
 from refrag_agent.model.tokenizer import TiktokenTokenizer
@@ -40,6 +59,7 @@ from refrag_agent.serve.server import ServerThread
 
 NAME = "bench"
 QUESTION = "\nWhat does this code do?"
+QUESTION_TURN = f"{QUESTION.strip()}<|end|><|assistant|>"
 MODES = ("compressed", "full")
 
 
@@ -134,6 +154,113 @@ async def _measure(
     return rows
 
 
+IN_PROCESS_MODES = ("agent", "engine")
+
+# One call of a level's caller ``i``: its TTFT in seconds and its output tokens.
+Call = Callable[[int], Awaitable[tuple[float, int]]]
+
+
+async def _sessions(agent: Agent, name: str, n: int, context: str) -> list[Session]:
+    """``n`` new sessions, each holding ``context`` as a document (its chunks are encoded
+    once: the store's embedding cache has them after the first)."""
+    made = []
+    for i in range(n):
+        chat = agent.session(tenant="bench", session=f"{name}-{i}")
+        await chat.add_document(context, source="context.py")
+        made.append(chat)
+    return made
+
+
+def _asking(chats: Sequence[Session], max_tokens: int) -> Call:
+    async def ask(i: int) -> tuple[float, int]:
+        reply = await chats[i].respond(QUESTION.strip(), max_new_tokens=max_tokens)
+        return reply.usage.ttft_s, reply.usage.completion_tokens
+
+    return ask
+
+
+def _decoding(engine: LocalEngine, plan: PlacementPlan, max_tokens: int) -> Call:
+    params = SamplingParams(max_new_tokens=max_tokens)
+
+    async def decode(i: int) -> tuple[float, int]:
+        generation = await engine.generate(plan, params)
+        return generation.ttft_s, len(generation.token_ids)
+
+    return decode
+
+
+async def _calls_level(call: Call, *, concurrency: int, rounds: int) -> dict[str, Any]:
+    ttfts: list[float] = []
+    latencies: list[float] = []
+    tokens = 0
+
+    async def one_caller(i: int) -> None:
+        nonlocal tokens
+        for _ in range(rounds):
+            started = time.perf_counter()
+            ttft, n = await call(i)
+            latencies.append(time.perf_counter() - started)
+            ttfts.append(ttft)
+            tokens += n
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_caller(i) for i in range(concurrency)))
+    wall = time.perf_counter() - started
+    requests = concurrency * rounds
+    return {
+        "requests": requests,
+        "ttft_p50_ms": 1e3 * percentile(ttfts, 50),
+        "ttft_p99_ms": 1e3 * percentile(ttfts, 99),
+        "call_p50_ms": 1e3 * percentile(latencies, 50),
+        "output_tokens_per_request": tokens / requests,
+        "output_tokens_per_s": tokens / wall,
+    }
+
+
+async def _measure_in_process(
+    model: RefragModel, context: str, *, levels: Sequence[int], rounds: int, max_tokens: int
+) -> dict[str, Any]:
+    """Concurrent sessions of one agent on one in-process engine, then the same engine
+    called directly with the compressed plan (module docstring)."""
+    engine = LocalEngine(model, limits=BatchLimits(max_batch=max(levels)))
+    chunks = model.chunk(context)
+    plan = model.plan(["<|user|>", (chunks, model.encode(chunks), set()), QUESTION_TURN])
+    rows = []
+    bar = tqdm(total=len(IN_PROCESS_MODES) * len(levels), desc="bench serve, in process")
+    try:
+        with tempfile.TemporaryDirectory(prefix="refrag-bench-serve-") as folder:
+            async with Agent.open(engine=engine, memory=folder) as agent:
+                # The first call pays for allocation and kernel choice; its writes fill the cache.
+                warm_up = await _sessions(agent, "warm-up", 1, context)
+                await _calls_level(_asking(warm_up, 2), concurrency=1, rounds=1)
+                for c in levels:
+                    ask = _asking(await _sessions(agent, f"c{c}", c, context), max_tokens)
+                    figures = await _calls_level(ask, concurrency=c, rounds=rounds)
+                    rows.append({"mode": "agent", "concurrency": c, **figures})
+                    bar.update()
+        for c in levels:
+            decode = _decoding(engine, plan, max_tokens)
+            figures = await _calls_level(decode, concurrency=c, rounds=rounds)
+            rows.append({"mode": "engine", "concurrency": c, **figures})
+            bar.update()
+    finally:
+        bar.close()
+        await engine.aclose()
+    alone = {r["mode"]: r["output_tokens_per_s"] for r in rows if r["concurrency"] == levels[0]}
+    return {
+        "rows": rows,
+        "speedup": {
+            mode: {
+                str(r["concurrency"]): r["output_tokens_per_s"] / alone[mode]
+                for r in rows
+                if r["mode"] == mode
+            }
+            for mode in IN_PROCESS_MODES
+        },
+        "max_rows": engine.scheduler.snapshot()["max_rows"],
+    }
+
+
 def run_serve_bench(
     *,
     quick: bool = False,
@@ -172,6 +299,11 @@ def run_serve_bench(
                 running.url, bodies, warm_up=list(short.values()), levels=levels, rounds=rounds
             )
         )
+    in_process = asyncio.run(
+        _measure_in_process(
+            model, context_text(context_tokens), levels=levels, rounds=rounds, max_tokens=max_tokens
+        )
+    )
     shape = DecoderShape.of(decoder)
     tps = {(r["mode"], r["concurrency"]): r["output_tokens_per_s"] for r in rows}
     payload = {
@@ -192,8 +324,10 @@ def run_serve_bench(
         "context_tokens": context_tokens,
         "rows": rows,
         "throughput_ratio": {str(c): tps[("compressed", c)] / tps[("full", c)] for c in levels},
+        "in_process": in_process,
     }
     print(format_table(payload))
+    print(format_in_process(payload))
     write_json(json_path, payload)
     return payload
 
@@ -215,4 +349,33 @@ def format_table(payload: dict[str, Any]) -> str:
                 f"{r['ttft_p99_ms']:>12.1f} {r['output_tokens_per_s']:>10.1f} {ratio:>7}"
             )
     lines.append("(ratio: compressed over full output tokens/s; TTFT measured by the server)")
+    return "\n".join(lines)
+
+
+def format_in_process(payload: dict[str, Any]) -> str:
+    """The in-process table: one agent's sessions, then bare engine calls, on one engine."""
+    part = payload["in_process"]
+    head = (
+        f"{'concurrency':>11} {'mode':>6} {'requests':>8} {'TTFT p50 ms':>12} "
+        f"{'TTFT p99 ms':>12} {'call p50 ms':>12} {'tok/call':>8} {'out tok/s':>10} "
+        f"{'speedup':>8}"
+    )
+    lines = [
+        "in process: one Agent's sessions at once on one LocalEngine (compressed context)",
+        head,
+        "-" * len(head),
+    ]
+    for r in part["rows"]:
+        speedup = part["speedup"][r["mode"]][str(r["concurrency"])]
+        lines.append(
+            f"{r['concurrency']:>11} {r['mode']:>6} {r['requests']:>8} "
+            f"{r['ttft_p50_ms']:>12.1f} {r['ttft_p99_ms']:>12.1f} {r['call_p50_ms']:>12.1f} "
+            f"{r['output_tokens_per_request']:>8.1f} {r['output_tokens_per_s']:>10.1f} "
+            f"{speedup:>7.2f}x"
+        )
+    lines.append(
+        "(agent: Session.respond, planning and storing included; engine: LocalEngine.generate "
+        "on the plan; speedup: output tokens/s over one call at a time; TTFT measured by the "
+        f"engine; at most {part['max_rows']} rows decoded together)"
+    )
     return "\n".join(lines)

@@ -9,9 +9,10 @@ Modules, from the wire inward:
 - ``body``: reading the body (size, time) and parsing it as bounded, finite JSON.
 - ``requests``: the chat request, the REFRAG extensions and the plan built from them.
 - ``limits``: ``ServeLimits``; ``errors``: JSON error answers.
-- ``scheduler``: the bounded queue and the decoding thread.
-- ``batching``: rows prefilled together, merged into one KV cache, decoded step by step.
 
+The bounded queue, the decoding thread and the batching (rows prefilled together, merged
+into one KV cache, decoded step by step) are the in-process engine's too: they live in
+:mod:`refrag_agent.engines.scheduler` and :mod:`refrag_agent.engines.batching`.
 What the server shares with its client, :class:`~refrag_agent.engines.RemoteEngine`, lives
 in the engines package: :mod:`refrag_agent.engines.wire` (tensors and placement plans as
 JSON, decoded without trusting the sender) and :mod:`refrag_agent.engines.metadata` (what

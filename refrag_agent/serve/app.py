@@ -5,7 +5,7 @@ Routes: ``POST /v1/chat/completions`` (streamed with server-sent events or not),
 :mod:`refrag_agent.engines.metadata`) and ``GET /health`` (no key needed). Requests are
 checked (key, body size and time, JSON depth and numbers, fields, limits, the key's
 tenants) before any model work; the plan is built off the event loop and handed to the
-:class:`~refrag_agent.serve.scheduler.Scheduler`.
+:class:`~refrag_agent.engines.scheduler.Scheduler` (the in-process engine runs one too).
 When a client goes away, its job is cancelled and its slot freed.
 """
 
@@ -29,6 +29,13 @@ from starlette.routing import Route
 
 from refrag_agent.budget import Budget
 from refrag_agent.engines.metadata import model_metadata
+from refrag_agent.engines.scheduler import (
+    BatchLimits,
+    JobError,
+    Scheduler,
+    SchedulerBusy,
+    Ticket,
+)
 from refrag_agent.errors import RefragError
 from refrag_agent.logs import get_logger
 from refrag_agent.memory import MemoryStore
@@ -39,7 +46,6 @@ from refrag_agent.serve.body import load_json, read_body
 from refrag_agent.serve.errors import ApiError
 from refrag_agent.serve.limits import ServeLimits
 from refrag_agent.serve.requests import ChatRequest, Prepared, build_plan, fetch_segments
-from refrag_agent.serve.scheduler import JobError, Scheduler, ServerBusy, Ticket
 
 log = get_logger(__name__)
 
@@ -75,7 +81,15 @@ class RefragServer:
         self.api_keys = api_keys(api_key)
         self.memory = memory
         self.budget = budget or Budget()
-        self.scheduler = Scheduler(model, self.limits)
+        self.scheduler = Scheduler(
+            model,
+            BatchLimits(
+                max_batch=self.limits.max_batch,
+                max_queue=self.limits.max_queue,
+                max_batch_positions=self.limits.max_batch_positions,
+                max_request_s=self.limits.max_request_s,
+            ),
+        )
         self.created = int(time.time())
         self._metadata: bytes | None = None
         self.app = Starlette(
@@ -291,7 +305,7 @@ def _api_error(error: Exception) -> ApiError:
     """The HTTP answer for an exception raised while handling a request."""
     if isinstance(error, ApiError):
         return error
-    if isinstance(error, ServerBusy):
+    if isinstance(error, SchedulerBusy):
         return ApiError(
             429, error.message, kind="server_busy", headers={"Retry-After": "1"}, **error.context
         )

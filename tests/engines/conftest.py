@@ -1,9 +1,10 @@
-"""A tiny random REFRAG model for engine tests, built once."""
+"""Tiny random REFRAG models for engine tests, built once."""
 
 from __future__ import annotations
 
 import pytest
 
+from refrag_agent.demo import build_model
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tiny import random_decoder
@@ -16,3 +17,10 @@ def model(byte_tokenizer: TiktokenTokenizer, minilm: ChunkEncoder) -> RefragMode
         "llama", vocab_size=byte_tokenizer.vocab_size, hidden_size=64, n_layers=2, seed=3
     )
     return RefragModel.create(tokenizer=byte_tokenizer, decoder=decoder, encoder=minilm, seed=3)
+
+
+@pytest.fixture(scope="session")
+def agent_model(minilm: ChunkEncoder) -> RefragModel:
+    """The demo's seeded random model (4 layers, width 256): its greedy answers run to
+    their token limit instead of stopping at a template token."""
+    return build_model(encoder=minilm)

@@ -36,6 +36,15 @@ def test_bench_payload(tmp_path: Path, minilm: ChunkEncoder) -> None:
         assert r["requests"] == r["concurrency"]
         assert 0 < r["ttft_p50_ms"] <= r["ttft_p99_ms"] and r["output_tokens_per_s"] > 0
     assert set(payload["throughput_ratio"]) == {"1", "4", "16"}
+    in_process = payload["in_process"]
+    assert [(r["mode"], r["concurrency"]) for r in in_process["rows"]] == [
+        (mode, c) for mode in ("agent", "engine") for c in (1, 4, 16)
+    ]
+    for r in in_process["rows"]:
+        assert r["requests"] == r["concurrency"] and 0 < r["ttft_p50_ms"] <= r["ttft_p99_ms"]
+        assert r["output_tokens_per_s"] > 0 and 0 < r["output_tokens_per_request"] <= 2
+    assert in_process["speedup"]["agent"]["1"] == in_process["speedup"]["engine"]["1"] == 1
+    assert 1 < in_process["max_rows"] <= 16
 
 
 def test_serve_refuses_open_address_without_key(

@@ -1,18 +1,21 @@
-"""A bounded queue in front of one decoding thread that serves requests in batches.
+"""A queue in front of one decoding thread that serves requests in batches.
 
-The event loop submits jobs; the worker thread takes as many waiting jobs as the batch
-has room for (``max_batch`` rows, ``max_batch_positions`` padded positions per prefill),
-prefills them together, merges them into the running batch and decodes one step at a
-time for every row (:mod:`refrag_agent.serve.batching`). At most ``max_batch +
-max_queue`` jobs are in flight; one more is refused with :class:`ServerBusy` (HTTP 429).
-A cancelled job (its client went away) leaves the queue at once, or the batch at the
-next step, and frees its slot.
+The in-process engine (:class:`~refrag_agent.engines.LocalEngine`) and the server
+(``refrag-agent serve``) each run one. Callers on an event loop submit jobs; the worker
+thread takes as many waiting jobs as the batch has room for (``max_batch`` rows,
+``max_batch_positions`` padded positions per prefill), prefills them together, merges
+them into the running batch and decodes one step at a time for every row
+(:mod:`refrag_agent.engines.batching`). With a ``max_queue``, at most ``max_batch +
+max_queue`` jobs are in flight and one more is refused with :class:`SchedulerBusy` (the
+server's 429); without one, jobs wait for a row. A cancelled job (its caller went away)
+leaves the queue at once, or the batch at the next step, and frees its slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections import deque
@@ -20,18 +23,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from refrag_agent.errors import DecoderUnavailable, RefragFailure
+from refrag_agent.engines.batching import DecodeBatch, Job, JobEvent, JobFailed
+from refrag_agent.errors import DecoderUnavailable, InvalidInput, RefragFailure
 from refrag_agent.logs import get_logger
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.serve.batching import DecodeBatch, Job, JobEvent, JobFailed
-from refrag_agent.serve.limits import ServeLimits
 
 log = get_logger(__name__)
 
 
-class ServerBusy(RefragFailure):
+class SchedulerBusy(RefragFailure):
     """Every slot (running rows and queue places) is taken; try again shortly."""
 
 
@@ -43,15 +45,49 @@ class JobError(RefragFailure):
         self.reason = failure.reason
 
 
+@dataclass(frozen=True, kw_only=True)
+class BatchLimits:
+    """How much one decoding thread runs at once.
+
+    ``max_batch`` rows decode together; ``max_queue`` more may wait for a row (``None``:
+    no limit, a job waits as long as it takes). ``max_batch_positions`` caps the padded
+    positions (rows x longest prompt) prefilled in one decoder call, which bounds peak
+    memory. ``max_request_s`` runs from a job's submission to its last token, queue wait
+    included (default: no limit).
+    """
+
+    max_batch: int = 16
+    max_queue: int | None = None
+    max_batch_positions: int = 65_536
+    max_request_s: float = math.inf
+
+    def __post_init__(self) -> None:
+        least = {"max_batch": 1, "max_batch_positions": 1, "max_queue": 0}
+        for name, low in least.items():
+            value = getattr(self, name)
+            if name == "max_queue" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InvalidInput(f"{name} must be an int >= {low}", value=repr(value))
+        if not self.max_request_s > 0:
+            raise InvalidInput("max_request_s must be positive", value=repr(self.max_request_s))
+
+    @property
+    def capacity(self) -> int | None:
+        """Jobs in flight at most (rows and queue places); ``None`` without a queue limit."""
+        return None if self.max_queue is None else self.max_batch + self.max_queue
+
+
 @dataclass
 class Counters:
-    """What the scheduler has done since it started (``GET /health``)."""
+    """What the scheduler has done since it started (the server's ``GET /health``)."""
 
     served: int = 0
     cancelled: int = 0
     failed: int = 0
     rejected: int = 0
     prefills: int = 0
+    steps: int = 0
     max_rows: int = 0
 
 
@@ -77,7 +113,7 @@ class Ticket:
             if isinstance(event, (JobFailed, Generation)):
                 self._finished = True
             if isinstance(event, JobFailed):
-                raise JobError(event)
+                raise JobError(event) from event.cause
             yield event
             if isinstance(event, Generation):
                 return
@@ -100,19 +136,16 @@ class Ticket:
 class Scheduler:
     """Owns the decoding thread; started on the first submit, stopped by :meth:`close`."""
 
-    def __init__(self, model: RefragModel, limits: ServeLimits) -> None:
+    def __init__(self, model: RefragModel, limits: BatchLimits | None = None) -> None:
         self.model = model
-        self.limits = limits
+        self.limits = limits or BatchLimits()
         self.counters = Counters()
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._active = 0
         self._stopping = False
+        self._draining = False
         self._thread: threading.Thread | None = None
-
-    @property
-    def capacity(self) -> int:
-        return self.limits.max_batch + self.limits.max_queue
 
     def submit(
         self,
@@ -132,15 +165,16 @@ class Scheduler:
             deadline=started + self.limits.max_request_s,
             ignore_eos=ignore_eos,
         )
+        capacity = self.limits.capacity
         with self._cond:
             if self._stopping:
-                raise DecoderUnavailable("the server is shutting down")
-            if len(self._waiting) + self._active >= self.capacity:
+                raise DecoderUnavailable("the decoder is shutting down")
+            if capacity is not None and len(self._waiting) + self._active >= capacity:
                 self.counters.rejected += 1
-                raise ServerBusy(
-                    "the server is busy: every decoding row and queue place is taken",
+                raise SchedulerBusy(
+                    "the decoder is busy: every decoding row and queue place is taken",
                     in_flight=len(self._waiting) + self._active,
-                    capacity=self.capacity,
+                    capacity=capacity,
                 )
             self._waiting.append(job)
             self._start()
@@ -162,14 +196,19 @@ class Scheduler:
             return {
                 "decoding": self._active,
                 "waiting": len(self._waiting),
-                "capacity": self.capacity,
+                "capacity": self.limits.capacity,
                 **vars(self.counters),
             }
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the worker; jobs still waiting or decoding end with a shutdown failure."""
+    def close(self, *, drain: bool = False, timeout_s: float | None = 10.0) -> None:
+        """Stop the worker and refuse new jobs (:class:`DecoderUnavailable`).
+
+        Jobs still waiting or decoding end with a shutdown failure, or, with ``drain``,
+        are decoded to their end first. Waits up to ``timeout_s`` (``None``: no limit).
+        """
         with self._cond:
             self._stopping = True
+            self._draining = drain
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
@@ -177,7 +216,7 @@ class Scheduler:
 
     def _start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="refrag-serve", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="refrag-decode", daemon=True)
             self._thread.start()
 
     def _take(self, batch: DecodeBatch) -> list[Job]:
@@ -202,12 +241,12 @@ class Scheduler:
             with self._cond:
                 while not (self._stopping or self._waiting or batch.rows):
                     self._cond.wait()
-                if self._stopping:
+                if self._stopping and not (self._draining and (self._waiting or batch.rows)):
                     break
                 self._expire_waiting(time.perf_counter())
                 jobs = self._take(batch)
             self._advance(batch, jobs)
-        shutdown = JobFailed("shutdown", "the server is shutting down")
+        shutdown = JobFailed("shutdown", "the decoder is shutting down")
         with self._cond:
             waiting, self._waiting = list(self._waiting), deque()
             self.counters.failed += len(waiting)
@@ -224,7 +263,7 @@ class Scheduler:
             if job.cancelled.is_set():
                 self._end(job, "cancelled")
             elif job.expired(now):
-                job.emit(JobFailed("timeout", "the request waited past the server's time limit"))
+                job.emit(JobFailed("timeout", "the request waited past its time limit"))
                 self._end(job, "failed")
             else:
                 ready.append(job)
@@ -234,9 +273,10 @@ class Scheduler:
                 self.counters.prefills += 1
             elif batch.rows:
                 batch.step()
-        except Exception:  # a decoder failure ends the rows in flight, not the server
+                self.counters.steps += 1
+        except Exception as e:  # a decoder failure ends the rows in flight, not the thread
             log.exception("decoding failed", rows=len(batch.rows), joining=len(ready))
-            failure = JobFailed("error", "the decoder failed; the server log has details")
+            failure = JobFailed("error", "the decoder failed; the log has details", cause=e)
             joined = {id(row.job) for row in batch.rows}
             for job in ready:
                 if id(job) not in joined:
@@ -259,7 +299,7 @@ class Scheduler:
         for job in [j for j in self._waiting if j.expired(now)]:
             self._waiting.remove(job)
             self.counters.failed += 1
-            job.emit(JobFailed("timeout", "the request waited past the server's time limit"))
+            job.emit(JobFailed("timeout", "the request waited past its time limit"))
 
     def _end(self, job: Job, outcome: Literal["served", "cancelled", "failed"]) -> None:
         """A job taken from the queue has ended: free its slot and count it."""

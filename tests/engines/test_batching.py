@@ -6,12 +6,15 @@ import time
 
 import torch
 
+from refrag_agent.engines.batching import DecodeBatch, Job, JobEvent, JobFailed
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.serve.batching import DecodeBatch, Job, JobEvent, JobFailed
 
-from .util import FACTS
+FACTS = (
+    "My locker code is 4821. The meeting moved to Thursday at noon, room 12B. "
+    "Order 7731 shipped on Monday; the tracking number is ZX-991-AQ."
+)
 
 
 def plans(model: RefragModel) -> list[PlacementPlan]:
@@ -25,12 +28,10 @@ def plans(model: RefragModel) -> list[PlacementPlan]:
     ]
 
 
-def test_rows_join_and_leave_as_if_alone(serve_model: RefragModel) -> None:
-    todo = plans(serve_model)
+def test_rows_join_and_leave_as_if_alone(model: RefragModel) -> None:
+    todo = plans(model)
     params = [SamplingParams(max_new_tokens=n) for n in (9, 4, 3, 12)]
-    expected = [
-        serve_model.generate([p], s)[0].token_ids for p, s in zip(todo, params, strict=True)
-    ]
+    expected = [model.generate([p], s)[0].token_ids for p, s in zip(todo, params, strict=True)]
     finals: dict[int, Generation] = {}
 
     def job(i: int) -> Job:
@@ -40,7 +41,7 @@ def test_rows_join_and_leave_as_if_alone(serve_model: RefragModel) -> None:
 
         return Job(todo[i], params[i], emit, ignore_eos=True)
 
-    batch = DecodeBatch(serve_model)
+    batch = DecodeBatch(model)
     batch.admit([job(0), job(1)])
     widths = []
     for step in range(40):
@@ -59,26 +60,26 @@ def test_rows_join_and_leave_as_if_alone(serve_model: RefragModel) -> None:
     assert min(widths[widths.index(max(widths)) :]) < max(widths)
 
 
-def test_batched_prefill_matches_single_within_rounding(serve_model: RefragModel) -> None:
-    todo = plans(serve_model)
-    together = serve_model.logits(todo)[:, -1]  # (B, V), left-padded
-    alone = torch.stack([serve_model.logits([p])[0, -1] for p in todo])
+def test_batched_prefill_matches_single_within_rounding(model: RefragModel) -> None:
+    todo = plans(model)
+    together = model.logits(todo)[:, -1]  # (B, V), left-padded
+    alone = torch.stack([model.logits([p])[0, -1] for p in todo])
     assert (together - alone).abs().max() < 1e-4
     assert torch.equal(together.argmax(-1), alone.argmax(-1))
 
 
-def test_a_row_whose_logits_overflow_fails_alone(serve_model: RefragModel) -> None:
+def test_a_row_whose_logits_overflow_fails_alone(model: RefragModel) -> None:
     """Embeddings near float32's limit (the server refuses them; a plan built in-process
     can hold them) overflow the projector: that row fails, the others answer."""
-    chunks = serve_model.chunk(FACTS)
-    huge = torch.full((len(chunks), serve_model.config.projector.in_dim), 3e38)
-    bad = serve_model.plan(["<|user|>", (chunks, huge, set()), "code?<|end|><|assistant|>"])
+    chunks = model.chunk(FACTS)
+    huge = torch.full((len(chunks), model.config.projector.in_dim), 3e38)
+    bad = model.plan(["<|user|>", (chunks, huge, set()), "code?<|end|><|assistant|>"])
     sampled = SamplingParams(max_new_tokens=4, temperature=1.0, seed=0)
-    good = plans(serve_model)
+    good = plans(model)
     todo = [(bad, sampled), (good[0], sampled), (good[1], SamplingParams(max_new_tokens=4))]
     events: list[list[JobEvent]] = [[] for _ in todo]
     jobs = [Job(plan, params, out.append) for (plan, params), out in zip(todo, events, strict=True)]
-    batch = DecodeBatch(serve_model)
+    batch = DecodeBatch(model)
     batch.admit(jobs)
     batch.prune(time.perf_counter())  # as the scheduler does after every call
     while batch.rows:

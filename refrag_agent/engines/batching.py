@@ -1,5 +1,8 @@
 """Batched step-wise decoding: requests join the batch between steps and leave when done.
 
+Used by the :class:`~refrag_agent.engines.scheduler.Scheduler`, which both the in-process
+engine and the server run.
+
 A :class:`DecodeBatch` holds the rows being decoded and their shared KV cache. New rows
 are prefilled together in one left-padded call (:func:`~refrag_agent.model.generation.
 prefill`) and merged into the running cache by left-padding the shorter side, so a
@@ -41,10 +44,14 @@ from refrag_agent.model.refrag import RefragModel
 
 @dataclass(frozen=True)
 class JobFailed:
-    """A job that ended without an answer: ran out of time, the decoder failed, shutdown."""
+    """A job that ended without an answer: ran out of time, the decoder failed, shutdown.
+
+    ``cause``: the exception the decoder raised, if any (not part of equality).
+    """
 
     reason: Literal["timeout", "error", "shutdown"]
     message: str
+    cause: BaseException | None = field(default=None, compare=False)
 
 
 JobEvent: TypeAlias = Union[TokenEvent, Generation, JobFailed]  # noqa: UP007
@@ -172,7 +179,7 @@ class DecodeBatch:
             if row.job.cancelled.is_set():
                 row.finish("cancelled")
             elif row.job.expired(now):
-                row.fail(JobFailed("timeout", "the request ran past the server's time limit"))
+                row.fail(JobFailed("timeout", "the request ran past its time limit"))
         gone = [row for row in self.rows if row.done]
         if not gone:
             return []
