@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ from refrag_agent.errors import InvalidInput, StoreError
 from refrag_agent.logs import get_logger
 from refrag_agent.timeline import Chunk
 
+from . import keys
 from .encoding import FloatArray
 
 log = get_logger(__name__)
@@ -34,6 +35,7 @@ TABLE = "chunks"
 BTREE_INDEXED = ("segment_key", "session_key", "content_hash")
 BITMAP_INDEXED = ("tenant_key", "encoder_key", "kind")
 _COMMIT_ATTEMPTS = 6
+_REWRITE_BATCH = 65_536  # rows per commit when a fragment's rows are written again
 
 
 def chunk_schema(dim: int) -> pa.Schema:
@@ -157,12 +159,24 @@ def rows_from_arrays(
 class ChunkTable:
     """The chunk rows of one store, on a LanceDB table."""
 
-    def __init__(self, db: Any, table: Any, *, dim: int, uri: str, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        db: Any,
+        table: Any,
+        *,
+        dim: int,
+        uri: str,
+        read_only: bool = False,
+        connect: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
         self._db = db
         self._table = table
+        self._connect = connect
         self.dim = dim
         self.uri = uri
         self.read_only = read_only
+        # Told the rows of each commit of this table (the store's housekeeping counts them).
+        self.on_commit: Callable[[int], None] | None = None
         self._waiting: list[tuple[pa.Table, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._has_fts = False
@@ -183,10 +197,14 @@ class ChunkTable:
         A read-only table creates nothing, indexes included: text search sees only what
         was indexed by a writable store.
         """
-        try:
-            db = await lancedb.connect_async(
+
+        async def connect() -> Any:
+            return await lancedb.connect_async(
                 uri, storage_options=storage_options, read_consistency_interval=read_consistency
             )
+
+        try:
+            db = await connect()
             try:
                 table = await db.open_table(TABLE)
             except ValueError:
@@ -204,7 +222,7 @@ class ChunkTable:
                 store_dim=width,
                 uri=uri,
             )
-        return cls(db, table, dim=dim, uri=uri, read_only=read_only)
+        return cls(db, table, dim=dim, uri=uri, read_only=read_only, connect=connect)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -221,8 +239,9 @@ class ChunkTable:
             # Yield once so that appends started in the same tick join this commit.
             await asyncio.sleep(0)
             batch, self._waiting = self._waiting, []
+            rows = pa.concat_tables([rows for rows, _ in batch])
             try:
-                await self._retry(self._table.add, pa.concat_tables([rows for rows, _ in batch]))
+                await self._retry(self._table.add, rows)
             except Exception as e:
                 error = StoreError("cannot write chunk rows to LanceDB", uri=self.uri)
                 error.__cause__ = e
@@ -230,6 +249,7 @@ class ChunkTable:
                     if not future.done():
                         future.set_exception(error)
             else:
+                self._committed(rows.num_rows)
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
@@ -247,11 +267,73 @@ class ChunkTable:
                 await asyncio.sleep(0.02 * 2**attempt)
         raise AssertionError("unreachable")
 
-    async def delete(self, where: str) -> None:
+    def _committed(self, rows: int) -> None:
+        if self.on_commit is not None:
+            self.on_commit(rows)
+
+    async def delete(
+        self, where: str, *, record: Callable[[set[int]], Awaitable[None]] | None = None
+    ) -> None:
+        """Delete the rows matching ``where``; ``record`` is given their fragments first.
+
+        A delete only marks rows in a deletion file: their text stays in the fragment's
+        data file until :meth:`rewrite_fragments` moves the fragment's other rows out. With
+        ``record``, each round deletes only rows of the fragments it recorded, so rows that
+        a concurrent compaction moved to a new fragment are found there in the next round.
+        """
+        if record is None:
+            await self._delete(where)
+            return
+        for _round in range(_COMMIT_ATTEMPTS):
+            fragments = await self._fragments(where)
+            if not fragments:
+                return
+            await record(fragments)
+            await self._delete(keys.all_of(where, keys.in_fragments(fragments)))
+        raise StoreError("chunk rows kept moving while they were deleted; retry", uri=self.uri)
+
+    async def _delete(self, where: str) -> None:
         try:
             await self._retry(self._table.delete, where)
         except Exception as e:
             raise StoreError("cannot delete chunk rows from LanceDB", uri=self.uri) from e
+        self._committed(0)
+
+    async def _fragments(self, where: str) -> set[int]:
+        """Ids of the fragments holding rows that match ``where``."""
+        try:
+            found = await self._table.query().where(where).with_row_id().select([]).to_arrow()
+        except Exception as e:
+            raise StoreError("cannot read chunk rows from LanceDB", uri=self.uri) from e
+        return {row_id >> 32 for row_id in found.column("_rowid").to_pylist()}
+
+    async def rewrite_fragments(self, fragments: Iterable[int]) -> int:
+        """Write the live rows of ``fragments`` again elsewhere; return how many moved.
+
+        A fragment whose every row is deleted leaves the table, so its data file (with the
+        text of rows deleted before) belongs to old versions only, which cleanup removes.
+        """
+        columns = [f.name for f in chunk_schema(self.dim)]
+        moved = 0
+        for fragment in sorted(fragments):
+            while True:
+                rows = await self.scan(keys.in_fragments([fragment]), columns, limit=_REWRITE_BATCH)
+                if rows.num_rows == 0:
+                    break
+                # A row whose embedding was replaced meanwhile has already left the fragment.
+                merge = (
+                    self._table.merge_insert("chunk_key")
+                    .when_matched_update_all(where="target.encoder_key = source.encoder_key")
+                    .execute
+                )
+                try:
+                    result = await self._retry(merge, rows)
+                except Exception as e:
+                    raise StoreError("cannot rewrite chunk rows in LanceDB", uri=self.uri) from e
+                if result.num_updated_rows == 0:
+                    break
+                moved += int(result.num_updated_rows)
+        return moved
 
     async def replace_vectors(self, rows: pa.Table) -> None:
         """Overwrite vector and encoder columns of existing rows (matched on chunk_key)."""
@@ -265,6 +347,7 @@ class ChunkTable:
             await self._retry(merge, rows)
         except Exception as e:
             raise StoreError("cannot update embeddings in LanceDB", uri=self.uri) from e
+        self._committed(0)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -356,12 +439,42 @@ class ChunkTable:
             log.info("memory.indexes_created", columns=created, rows=rows)
         return created
 
+    async def rebuild_text_index(self) -> None:
+        """Build the full-text index again from the live rows (dropping deleted rows' terms)."""
+        async with self._index_lock:
+            try:
+                if await self._table.count_rows() == 0:
+                    return
+                await self._table.create_index("text", config=FTS(), replace=True)
+            except Exception as e:
+                raise StoreError("cannot rebuild the full-text index", uri=self.uri) from e
+        self._has_fts = True
+
     async def optimize(self, *, cleanup_older_than: timedelta) -> None:
-        """Compact small fragments, fold new rows into indexes, drop old versions."""
+        """Compact small fragments, fold new rows into indexes, drop old versions, then
+        reopen the table (see :meth:`reopen`)."""
         try:
             await self._retry(lambda: self._table.optimize(cleanup_older_than=cleanup_older_than))
         except Exception as e:
             raise StoreError("LanceDB optimize failed", uri=self.uri) from e
+        await self.reopen()
+
+    async def reopen(self) -> None:
+        """Swap in a new connection and table object.
+
+        LanceDB caches index readers and manifests per connection and never lets go of
+        those of old versions: without this, every maintenance round would leave open
+        handles (on files that cleanup deleted) and memory behind. Calls already running
+        finish on the old objects, which are released after them.
+        """
+        if self._connect is None:
+            return
+        try:
+            db = await self._connect()
+            table = await db.open_table(TABLE)
+        except Exception as e:
+            raise StoreError("cannot reopen the LanceDB chunk table", uri=self.uri) from e
+        self._db, self._table = db, table
 
     async def version(self) -> int:
         return int(await self._table.version())

@@ -1,6 +1,8 @@
 """Forgetting a segment, a session or a tenant: SQL rows first, then chunk rows.
 
-A pending row covers the gap, so a crash half-way is finished by the next sweep."""
+A pending row covers the gap, so a crash half-way is finished by the next sweep. A purge
+row, written with the SQL deletes, makes the next ``maintain`` erase the bytes the forget
+left in the files (see purge.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from refrag_agent.timeline import Scope
 
 from . import keys, sql
 from .ledger import LEVEL_COLUMN, PendingLedger
+from .purge import Purger
 from .segments import SegmentTable
 from .state import StoreState
 from .validation import check_tenant, check_text
@@ -23,10 +26,13 @@ log = get_logger(__name__)
 class Forgetter:
     """Forgets: SQL rows and a pending row in one transaction, then the chunk rows."""
 
-    def __init__(self, state: StoreState, segments: SegmentTable, ledger: PendingLedger) -> None:
+    def __init__(
+        self, state: StoreState, segments: SegmentTable, ledger: PendingLedger, purger: Purger
+    ) -> None:
         self.state = state
         self.segments = segments
         self.ledger = ledger
+        self.purger = purger
 
     async def forget_segment(self, scope: Scope, segment_id: str) -> bool:
         """Delete one segment and its chunks; False if it was not stored."""
@@ -44,6 +50,7 @@ class Forgetter:
                 if gone.rowcount == 0:
                     return False
                 await conn.execute(self.ledger.row(seg_key, "segment"))
+                await conn.execute(self.purger.row())
         except IntegrityError as e:
             raise StoreError("a write of this segment is in flight; retry") from e
         await self._finish(seg_key, "segment")
@@ -56,6 +63,7 @@ class Forgetter:
         try:
             async with self.state.writing() as conn:
                 await conn.execute(self.ledger.row(skey, "session"))
+                await conn.execute(self.purger.row())
                 gone = await conn.execute(
                     delete(sql.segments).where(sql.segments.c.session_id == session_id)
                 )
@@ -75,6 +83,7 @@ class Forgetter:
         try:
             async with self.state.writing() as conn:
                 await conn.execute(self.ledger.row(tkey, "tenant"))
+                await conn.execute(self.purger.row())
                 gone = await conn.execute(
                     delete(sql.segments).where(sql.segments.c.session_id.in_(session_ids))
                 )
@@ -89,7 +98,7 @@ class Forgetter:
         return count
 
     async def _finish(self, key: str, level: str) -> None:
-        await self.state.chunks.delete(keys.eq(LEVEL_COLUMN[level], key))
+        await self.state.chunks.delete(keys.eq(LEVEL_COLUMN[level], key), record=self.purger.record)
         await self.ledger.release(key)
         # Cached embeddings are keyed by tenant; drop them all rather than track owners.
         self.state.cache.clear()

@@ -1,19 +1,48 @@
 """Background housekeeping: runs a store's ``maintain`` now and then, never per write.
 
 A round starts every ``interval_s`` seconds, or sooner once ``after_rows`` chunk rows were
-added since the last round. Failures are logged and retried next round.
+added or ``after_versions`` LanceDB commits (each a table version, an append's also a new
+fragment) were made since the last round, or at once when woken (after a forget). Failures
+are logged and retried next round.
+
+:func:`release_free_memory` is what a round does last, on glibc: LanceDB allocates from
+many threads, and glibc keeps what they free in per-thread arenas instead of returning it,
+so a long-running process's resident memory creeps up round after round without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from refrag_agent.logs import get_logger
 
 log = get_logger(__name__)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own C library
+    except (OSError, AttributeError):  # a C library without it (musl)
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+_TRIM = _malloc_trim()
+
+
+async def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; else nothing)."""
+    if _TRIM is not None:
+        await asyncio.to_thread(_TRIM, 0)
 
 
 class Housekeeper:
@@ -23,11 +52,14 @@ class Housekeeper:
         *,
         interval_s: float | None,
         after_rows: int,
+        after_versions: int,
     ) -> None:
         self._maintain = maintain
         self.interval_s = interval_s
         self.after_rows = after_rows
+        self.after_versions = after_versions
         self._rows = 0
+        self._versions = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -37,10 +69,16 @@ class Housekeeper:
         if self.interval_s is not None and self._task is None:
             self._task = asyncio.create_task(self._run(), name="refrag-memory-housekeeping")
 
-    def rows_added(self, n: int) -> None:
-        self._rows += n
-        if self._rows >= self.after_rows:
+    def committed(self, rows: int) -> None:
+        """One LanceDB commit of this store, adding ``rows`` chunk rows."""
+        self._rows += rows
+        self._versions += 1
+        if self._rows >= self.after_rows or self._versions >= self.after_versions:
             self._wake.set()
+
+    def wake(self) -> None:
+        """Start a round now."""
+        self._wake.set()
 
     async def _run(self) -> None:
         assert self.interval_s is not None
@@ -52,7 +90,7 @@ class Housekeeper:
             if self._stopping:
                 return
             self._wake.clear()
-            self._rows = 0
+            self._rows = self._versions = 0
             try:
                 report = await self._maintain()
                 self.rounds += 1

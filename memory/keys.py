@@ -81,5 +81,15 @@ def time_cmp(column: str, op: str, moment: datetime) -> str:
     return f"{column} {op} arrow_cast({micros}, 'Timestamp(Microsecond, Some(\"UTC\"))')"
 
 
+def in_fragments(fragments: Iterable[int]) -> str:
+    """Rows stored in these LanceDB fragments.
+
+    The chunk table has no stable row ids, so a row's ``_rowid`` is its address: the
+    fragment id in the high 32 bits, the offset in the fragment in the low ones.
+    """
+    ranges = [f"(_rowid >= {int(f) << 32} AND _rowid < {(int(f) + 1) << 32})" for f in fragments]
+    return " OR ".join(ranges) if ranges else "false"
+
+
 def all_of(*clauses: str | None) -> str:
     return " AND ".join(f"({c})" for c in clauses if c)

@@ -23,6 +23,7 @@ from refrag_agent.errors import StoreError
 from refrag_agent.logs import get_logger
 
 from . import keys, sql
+from .purge import Purger
 from .records import AppendResult
 from .segments import SegmentTable
 from .state import StoreState
@@ -45,9 +46,10 @@ def _pid_alive(pid: int) -> bool:
 class PendingLedger:
     """Pending rows of this store's writes and forgets, and the orphan sweep."""
 
-    def __init__(self, state: StoreState, segments: SegmentTable) -> None:
+    def __init__(self, state: StoreState, segments: SegmentTable, purger: Purger) -> None:
         self.state = state
         self.segments = segments
+        self.purger = purger
 
     def row(self, key: str, level: str) -> Any:
         """The insert of a pending row owned by this store (run it in a transaction)."""
@@ -144,9 +146,12 @@ class PendingLedger:
             if claimed.rowcount != 1:
                 continue
             # A writer that died after finding its id already stored wrote no rows: the
-            # committed segment's rows under this key must stay.
+            # committed segment's rows under this key must stay. The fragments of the rows
+            # deleted are recorded for the purge, as the dead forget would have done.
             if level != "segment" or not await self.segments.committed(key):
-                await self.state.chunks.delete(keys.eq(LEVEL_COLUMN[level], key))
+                await self.state.chunks.delete(
+                    keys.eq(LEVEL_COLUMN[level], key), record=self.purger.record
+                )
             await self.release(key)
             swept += 1
         if swept:

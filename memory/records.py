@@ -119,3 +119,7 @@ class MaintenanceReport(BaseModel):
     indexes_created: list[str]
     compacted: bool
     seconds: float
+    # Whether the round erased what forgets left in the files (see forget_tenant), and how
+    # many chunk rows it wrote again for that.
+    purged: bool = False
+    rows_rewritten: int = 0

@@ -219,12 +219,13 @@ async def ensure_schema(engines: Engines, *, dim: int) -> int:
     """Create the tables or migrate them to :data:`SCHEMA_VERSION`; return the version."""
     async with engines.writer.begin() as conn:
         if not engines.is_sqlite:
+            # Serialise concurrent openers of a fresh database, before anything is created:
+            # two racing CREATE SCHEMA IF NOT EXISTS can both try to create it.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
             if engines.schema is not None:
                 # The name is the operator's configuration, quoted as an identifier.
                 quoted = conn.dialect.identifier_preparer.quote_identifier(engines.schema)
                 await conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
-            # Serialise concurrent openers of a fresh database.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
         has_version = await conn.run_sync(
             lambda c: inspect(c).has_table(schema_version.name, schema=engines.schema)
         )
@@ -252,6 +253,34 @@ async def ensure_schema(engines: Engines, *, dim: int) -> int:
         if stored_dim is None:
             await conn.execute(store_meta.insert().values(key="dim", value=str(dim)))
         return int(version)
+
+
+async def vacuum(engines: Engines) -> bool:
+    """VACUUM the timeline, so the bytes of deleted rows are in no file of the database.
+
+    SQLite rewrites the file and then empties its write-ahead log, which still holds pages
+    as they were; False when the log could not be emptied because another connection is
+    reading. PostgreSQL vacuums the timeline tables (the server's own files, its WAL and
+    backups, are its operator's).
+    """
+    async with engines.writer.connect() as conn:
+        if engines.is_sqlite:
+            # VACUUM cannot run in a transaction, and every SQLAlchemy transaction here
+            # begins with BEGIN IMMEDIATE: these statements go to the driver itself.
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await (await driver.execute("VACUUM")).close()
+            cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _log, _checkpointed = await cursor.fetchone()
+            await cursor.close()
+            return int(busy) == 0
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        quote = conn.dialect.identifier_preparer.quote_identifier
+        prefix = "" if engines.schema is None else f"{quote(engines.schema)}."
+        for table in (segments, sessions, tenants, store_meta):
+            await conn.exec_driver_sql(f"VACUUM {prefix}{quote(table.name)}")
+    return True
 
 
 async def read_schema(engines: Engines) -> tuple[int, int] | None:

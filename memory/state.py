@@ -69,7 +69,8 @@ class StoreState:
         # Who owns a pending write: host, pid (to tell a dead local writer) and a nonce.
         self.owner = f"{self.host}|{os.getpid()}|{uuid.uuid4().hex}"
         self.closed = False
-        self._write_lock = asyncio.Lock()
+        # In-process writers queue here before SQL (see sql.py); VACUUM takes it too.
+        self.write_lock = asyncio.Lock()
 
     def check_open(self) -> None:
         if self.closed:
@@ -86,7 +87,7 @@ class StoreState:
     async def writing(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction; in-process writers queue on a lock first (see sql.py)."""
         self.check_writable()
-        async with self._write_lock:
+        async with self.write_lock:
             try:
                 async with self.engines.writer.begin() as conn:
                     yield conn

@@ -44,8 +44,9 @@ from .bulk import BulkWriter
 from .chunks import ChunkTable, build_rows
 from .encoding import EmbeddingFunction, NoEncoder, as_embeddings
 from .forget import Forgetter
-from .housekeeping import Housekeeper
+from .housekeeping import Housekeeper, release_free_memory
 from .ledger import PendingLedger
+from .purge import Purger
 from .records import AppendResult, ChunkBatch, MaintenanceReport, SearchHit, StoreStats
 from .search import Searcher, SearchMode
 from .segments import SegmentTable, digest
@@ -79,16 +80,20 @@ class MemoryStore(AsyncClosing):
     def __init__(self, state: StoreState) -> None:
         self._state = state
         self._segments = SegmentTable(state)
-        self._ledger = PendingLedger(state, self._segments)
+        self._purger = Purger(state)
+        self._ledger = PendingLedger(state, self._segments, self._purger)
         self._vectors = Vectors(state)
         self._searcher = Searcher(state, self._segments)
-        self._forgetter = Forgetter(state, self._segments, self._ledger)
+        self._forgetter = Forgetter(state, self._segments, self._ledger, self._purger)
         self._bulk = BulkWriter(state, self._segments, self._ledger, self._vectors)
         self._housekeeper = Housekeeper(
             self.maintain,
             interval_s=state.settings.maintenance_interval_s,
             after_rows=state.settings.maintenance_after_rows,
+            after_versions=state.settings.maintenance_after_versions,
         )
+        state.chunks.on_commit = self._housekeeper.committed
+        self._maintaining = asyncio.Lock()
 
     @property
     def encoder(self) -> EmbeddingFunction:
@@ -333,7 +338,6 @@ class MemoryStore(AsyncClosing):
         except BaseException:
             await asyncio.shield(self._ledger.abandon(seg_key))
             raise
-        self._housekeeper.rows_added(n)
         return AppendResult(
             segment_id=segment.id,
             seq=seq,
@@ -465,22 +469,46 @@ class MemoryStore(AsyncClosing):
         )
 
     async def maintain(self) -> MaintenanceReport:
-        """One housekeeping round: sweep orphans, build indexes, compact, drop old versions."""
+        """One housekeeping round: sweep orphans, build indexes, compact, drop old versions;
+        after a forget, also erase what it left in the files (see :meth:`forget_tenant`).
+
+        The background housekeeping calls it; rounds of one store run one at a time, so
+        awaiting it also waits for a round already running.
+        """
         state = self._state
         state.check_open()
         state.check_writable()
-        started = time.perf_counter()
-        swept = await self._ledger.sweep()
-        created = await state.chunks.ensure_indexes(ann_min_rows=state.settings.ann_min_rows)
-        await state.chunks.optimize(
-            cleanup_older_than=timedelta(seconds=state.settings.cleanup_older_than_s)
-        )
-        return MaintenanceReport(
-            orphans_swept=swept,
-            indexes_created=created,
-            compacted=True,
-            seconds=time.perf_counter() - started,
-        )
+        async with self._maintaining:
+            started = time.perf_counter()
+            swept = await self._ledger.sweep()
+            owed = await self._purger.owed()
+            moved = 0
+            if owed:
+                moved = await state.chunks.rewrite_fragments(set().union(*owed.values()))
+            created = await state.chunks.ensure_indexes(ann_min_rows=state.settings.ann_min_rows)
+            if owed:
+                await state.chunks.rebuild_text_index()
+            # A purge keeps no old version: they hold the forgotten rows. (LanceDB always
+            # keeps the latest; 1 ms rather than 0, which it warns about for that reason.)
+            grace = (
+                timedelta(milliseconds=1)
+                if owed
+                else timedelta(seconds=state.settings.cleanup_older_than_s)
+            )
+            await state.chunks.optimize(cleanup_older_than=grace)
+            purged = bool(owed) and await self._purger.vacuum()
+            if purged:
+                await self._purger.settle(owed)
+                log.info("memory.purged", rows_rewritten=moved)
+            await release_free_memory()
+            return MaintenanceReport(
+                orphans_swept=swept,
+                indexes_created=created,
+                compacted=True,
+                purged=purged,
+                rows_rewritten=moved,
+                seconds=time.perf_counter() - started,
+            )
 
     async def append_many(
         self, items: Sequence[tuple[Segment, Sequence[Chunk], Any]]
@@ -492,9 +520,7 @@ class MemoryStore(AsyncClosing):
         Results come back in the order of ``items``.
         """
         self._state.check_open()
-        results = await self._bulk.append_many(items)
-        self._housekeeper.rows_added(sum(r.n_chunks for r in results if r.created))
-        return results
+        return await self._bulk.append_many(items)
 
     # -- search, forget, re-encode --------------------------------------------------------
 
@@ -529,19 +555,48 @@ class MemoryStore(AsyncClosing):
         )
 
     async def forget_segment(self, scope: Scope, segment_id: str) -> bool:
-        """Delete one segment and its chunks; False if it was not stored."""
+        """Delete one segment and its chunks; False if it was not stored.
+
+        Gone from every read on return; gone from the store's files once a later
+        :meth:`maintain` returns (see :meth:`forget_tenant`).
+        """
         self._state.check_open()
-        return await self._forgetter.forget_segment(scope, segment_id)
+        try:
+            return await self._forgetter.forget_segment(scope, segment_id)
+        finally:
+            self._housekeeper.wake()
 
     async def forget_session(self, scope: Scope) -> int:
-        """Delete a session with all its segments and chunks; return how many segments."""
+        """Delete a session with all its segments and chunks; return how many segments.
+
+        Gone from every read on return; gone from the store's files once a later
+        :meth:`maintain` returns (see :meth:`forget_tenant`).
+        """
         self._state.check_open()
-        return await self._forgetter.forget_session(scope)
+        try:
+            return await self._forgetter.forget_session(scope)
+        finally:
+            self._housekeeper.wake()
 
     async def forget_tenant(self, tenant: str) -> int:
-        """Delete a tenant with all its sessions; return how many segments."""
+        """Delete a tenant with all its sessions; return how many segments.
+
+        When this returns, no read (timeline, fetch, search, stats, sessions) sees the
+        tenant. Its bytes are still in the store's files (LanceDB keeps deleted rows in
+        their data files and in old table versions; SQLite keeps them in free pages and
+        its log) until the next :meth:`maintain` returns: that round writes the other rows
+        of the affected LanceDB fragments again, rebuilds the full-text index, drops every
+        old table version and runs VACUUM. The background housekeeping starts that round
+        at once; ``await store.maintain()`` returns once it is done. On PostgreSQL the
+        timeline tables are vacuumed; the server's own files (its WAL, backups) are its
+        operator's. Dropping old versions at once means that a read another process
+        started on one of them at that moment fails; it can be retried.
+        """
         self._state.check_open()
-        return await self._forgetter.forget_tenant(tenant)
+        try:
+            return await self._forgetter.forget_tenant(tenant)
+        finally:
+            self._housekeeper.wake()
 
     async def reencode(self, *, scope: Scope | None = None) -> int:
         """Re-encode every chunk embedded by another encoder (of one scope, or all)."""

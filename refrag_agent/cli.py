@@ -115,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("latency", "TTFT and KV cache: full tokens vs compressed chunks"),
         ("store", "memory store: append, fetch and search latency"),
+        ("soak", "memory store under a long run: latency, RSS, handles, versions"),
         ("serve", "serving: TTFT and throughput, compressed vs full context"),
         ("quality", "log-perplexity and memory-QA exact match (the paper's table 1)"),
         ("policies", "expansion-policy ablation over budgets p"),
@@ -242,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from refrag_agent.bench.latency import run_latency_bench
 
             run_latency_bench(quick=args.quick, json_path=args.json)
+        elif args.bench == "soak":
+            from refrag_agent.bench.soak import run_soak_bench
+
+            run_soak_bench(quick=args.quick, json_path=args.json)
         else:
             from refrag_agent.bench.store import run_store_bench
 

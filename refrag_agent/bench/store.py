@@ -47,7 +47,7 @@ def _summary(ms: Sequence[float], *qs: int) -> dict[str, float]:
     return out
 
 
-class _Corpus:
+class Corpus:
     """Deterministic synthetic segments: words from a Zipf-like vocabulary, topic vectors."""
 
     def __init__(self, seed: int = 0) -> None:
@@ -61,16 +61,18 @@ class _Corpus:
     def words(self, n: int) -> list[str]:
         return [self.vocab[i] for i in self.rng.choice(len(self.vocab), size=n, p=self.p)]
 
-    def segment(self, scope: Scope, segment_id: str) -> tuple[Segment, list[Chunk], np.ndarray]:
-        words = self.words(CHUNKS_PER_SEGMENT * 3)
+    def segment(
+        self, scope: Scope, segment_id: str, *, n_chunks: int = CHUNKS_PER_SEGMENT
+    ) -> tuple[Segment, list[Chunk], np.ndarray]:
+        words = self.words(n_chunks * 3)
         chunks = []
-        for i in range(CHUNKS_PER_SEGMENT):
+        for i in range(n_chunks):
             text = " ".join(words[3 * i : 3 * i + 3]) + " "
             ids = tuple(int(t) for t in self.rng.integers(0, 50_000, TOKENS_PER_CHUNK))
             chunks.append(Chunk(index=i, token_ids=ids, text=text, content_hash=content_hash(text)))
         topic = self.centroids[self.rng.integers(0, len(self.centroids))]
-        noise = self.rng.standard_normal((CHUNKS_PER_SEGMENT, DIM)).astype(np.float32) * 0.3
-        vectors = topic + noise  # (16, DIM)
+        noise = self.rng.standard_normal((n_chunks, DIM)).astype(np.float32) * 0.3
+        vectors = topic + noise  # (n_chunks, DIM)
         text = "".join(c.text for c in chunks)
         segment = Segment(id=segment_id, scope=scope, kind=SegmentKind.USER, text=text)
         return segment, chunks, vectors.astype(np.float32)
@@ -84,7 +86,7 @@ def _dir_bytes(path: Path) -> int:
     return total
 
 
-async def _bench_append(folder: Path, n: int, corpus: _Corpus) -> dict[str, Any]:
+async def _bench_append(folder: Path, n: int, corpus: Corpus) -> dict[str, Any]:
     # Default settings: background housekeeping compacts as it would in production.
     settings = StoreSettings()
     scope = Scope(tenant="bench", session="append")
@@ -101,7 +103,7 @@ async def _bench_append(folder: Path, n: int, corpus: _Corpus) -> dict[str, Any]
     return {"segments": n, "chunks_per_segment": CHUNKS_PER_SEGMENT, **_summary(ms, 50, 95, 99)}
 
 
-async def _build(folder: Path, n_chunks: int, corpus: _Corpus) -> tuple[MemoryStore, list[Scope]]:
+async def _build(folder: Path, n_chunks: int, corpus: Corpus) -> tuple[MemoryStore, list[Scope]]:
     # Old versions are dropped at once so bytes on disk count live data only.
     settings = StoreSettings(
         maintenance_interval_s=None, ann_min_rows=100_000, cleanup_older_than_s=0
@@ -126,7 +128,7 @@ async def _build(folder: Path, n_chunks: int, corpus: _Corpus) -> tuple[MemorySt
     return store, scopes
 
 
-async def _bench_size(root: Path, n_chunks: int, corpus: _Corpus, *, trials: int) -> dict[str, Any]:
+async def _bench_size(root: Path, n_chunks: int, corpus: Corpus, *, trials: int) -> dict[str, Any]:
     folder = root / f"store-{n_chunks}"
     started = time.perf_counter()
     store, scopes = await _build(folder, n_chunks, corpus)
@@ -201,7 +203,7 @@ def _print_table(result: dict[str, Any]) -> None:
 
 
 async def _run(quick: bool, sizes: Sequence[int], root: Path) -> dict[str, Any]:
-    corpus = _Corpus()
+    corpus = Corpus()
     append = await _bench_append(root / "append", 200 if quick else 1000, corpus)
     trials = 30 if quick else 100
     rows = [await _bench_size(root, n, corpus, trials=trials) for n in sizes]

@@ -85,6 +85,25 @@ async def test_housekeeping_runs_in_the_background_not_per_write(
         assert len(await s.fetch(scope, [seg.id for seg in await s.timeline(scope)])) > 0
 
 
+async def test_housekeeping_after_a_number_of_commits(tmp_path: Path, scope: Scope) -> None:
+    # Few rows, no interval: the LanceDB commits (versions, fragments) alone start a round.
+    settings = StoreSettings(
+        maintenance_interval_s=3600, maintenance_after_rows=10_000, maintenance_after_versions=5
+    )
+    async with MemoryStore.open(tmp_path, encoder=HashEncoder(32), settings=settings) as s:
+        await s.create_scope(scope)
+        for i in range(4):
+            await s.append(*make_segment(scope, f"segment {i}"))
+        await asyncio.sleep(0.2)
+        assert s._housekeeper.rounds == 0
+        await s.append(*make_segment(scope, "the fifth commit"))
+        for _ in range(100):
+            if s._housekeeper.rounds:
+                break
+            await asyncio.sleep(0.1)
+        assert s._housekeeper.rounds == 1
+
+
 async def test_ann_index_once_the_table_is_large_enough(tmp_path: Path, scope: Scope) -> None:
     settings = StoreSettings(maintenance_interval_s=None, ann_min_rows=256)
     async with MemoryStore.open(tmp_path, encoder=HashEncoder(32), settings=settings) as store:
@@ -112,8 +131,8 @@ async def test_housekeeper_stops_even_when_woken_at_the_same_moment() -> None:
         calls += 1
 
     for _ in range(20):
-        keeper = Housekeeper(maintain, interval_s=3600, after_rows=1)
+        keeper = Housekeeper(maintain, interval_s=3600, after_rows=1, after_versions=100)
         keeper.start()
         await asyncio.sleep(0)
-        keeper.rows_added(5)  # wake-up and cancel race
+        keeper.committed(5)  # wake-up and cancel race
         await asyncio.wait_for(keeper.stop(), timeout=5)
