@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -136,3 +137,33 @@ async def test_housekeeper_stops_even_when_woken_at_the_same_moment() -> None:
         await asyncio.sleep(0)
         keeper.committed(5)  # wake-up and cancel race
         await asyncio.wait_for(keeper.stop(), timeout=5)
+
+
+async def test_rounds_that_writes_start_rest_after_a_long_round() -> None:
+    from refrag_agent.memory.housekeeping import REST_FACTOR, Housekeeper
+
+    loop = asyncio.get_running_loop()
+    rounds: list[tuple[float, float]] = []
+
+    async def maintain() -> None:
+        started = loop.time()
+        await asyncio.sleep(0.1)  # a round as long as the table is large
+        rounds.append((started, loop.time()))
+
+    keeper = Housekeeper(maintain, interval_s=3600, after_rows=10_000, after_versions=1)
+    keeper.start()
+    try:
+        while len(rounds) < 3:
+            keeper.committed(1)  # every commit crosses the threshold
+            await asyncio.sleep(0.01)
+        # Each round started no sooner than REST_FACTOR times the last one's length after it.
+        for (start, end), (next_start, _) in itertools.pairwise(rounds):
+            assert next_start - end >= REST_FACTOR * (end - start) - 0.01
+        # A wake (a forget's) does not wait for the rest.
+        woken_at = loop.time()
+        keeper.wake()
+        while len(rounds) < 4:
+            await asyncio.sleep(0.01)
+        assert rounds[3][0] - woken_at < REST_FACTOR * 0.1
+    finally:
+        await keeper.stop()
