@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--p", type=float, default=0.1, help="fraction of chunks to expand")
     inspect.add_argument("--last", type=int, default=5, help="how many recent plans")
 
+    sub.add_parser("prepare", help="convert the base decoder once into the local cache")
+
     train = sub.add_parser("train", help="train a preset's stages (docs/training.md)")
     train.add_argument("--preset", default="tiny", help="tiny (bundled default), smoke, llama-gpu")
     train.add_argument(
@@ -187,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     memory=args.memory, tenant=args.tenant, session=args.session, last=args.last
                 )
             )
+        elif args.command == "prepare":
+            from refrag_agent.console import run_prepare
+
+            run_prepare()
         elif args.command == "train":
             from refrag_agent.training import run_train
 

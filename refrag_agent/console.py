@@ -1,11 +1,12 @@
-"""``refrag-agent chat`` and ``refrag-agent inspect``: a person at a terminal."""
+"""``refrag-agent chat``, ``inspect`` and ``prepare``: a person at a terminal."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from refrag_agent.agent import Agent
 from refrag_agent.budget import Budget
@@ -70,3 +71,26 @@ async def run_inspect(*, memory: Path, tenant: str, session: str, last: int) -> 
             f"TTFT {1e3 * p.ttft_s:.0f} ms"
         )
     sys.stdout.flush()
+
+
+def progress_bar(
+    stream: TextIO | None = None, *, width: int = 30
+) -> Callable[[str, int, int], None]:
+    """A ``progress(stage, done, total)`` callback that redraws one bar line on stderr."""
+    out = stream or sys.stderr
+
+    def draw(stage: str, done: int, total: int) -> None:
+        filled = width * done // max(total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        end = "\n" if done >= total else ""
+        out.write(f"\r[{bar}] {done}/{total} {stage:<30}{end}")
+        out.flush()
+
+    return draw
+
+
+def run_prepare() -> None:
+    """Convert the base decoder into the local cache (once) and print where it is."""
+    from refrag_agent.model.base_decoder import base_decoder_dir
+
+    print(f"base decoder: {base_decoder_dir(progress=progress_bar())}")

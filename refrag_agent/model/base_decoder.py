@@ -35,6 +35,7 @@ import torch
 from refrag_agent.errors import ModelError
 from refrag_agent.logs import get_logger
 from refrag_agent.model.decoder import check_decoder, decoder_fingerprint
+from refrag_agent.model.fingerprint import Fingerprint
 from refrag_agent.model.quiet import quiet_transformers
 from refrag_agent.model.tokenizer import HFTokenizer
 
@@ -148,6 +149,18 @@ def load_base_decoder(
     tokenizer = HFTokenizer.load(directory)
     log.info("base decoder loaded", name=base.name, seconds=round(time.perf_counter() - started, 2))
     return model, tokenizer
+
+
+def base_fingerprint(base: BaseDecoder = SMOLLM2, *, cache: Path | None = None) -> Fingerprint:
+    """The converted base's content fingerprint, as its conversion recorded it.
+
+    Checkpoints trained on the base record it, so what they ship is tied to these weights;
+    read from ``conversion.json`` (written from the converted tensors) rather than hashing
+    half a gigabyte on every load.
+    """
+    directory = base_decoder_dir(base, cache=cache)
+    record = json.loads((directory / CONVERSION_FILE).read_text(encoding="utf-8"))
+    return Fingerprint.from_dict(record["decoder_fingerprint"])
 
 
 def load_converted(directory: Path) -> Any:
@@ -322,12 +335,12 @@ def _no_gguf_bar() -> Iterator[None]:
     does not reach it); a conversion reports through ``progress`` instead."""
     from transformers import modeling_gguf_pytorch_utils as reader
 
-    saved = reader.tqdm
-    reader.tqdm = functools.partial(saved, disable=True)
+    saved = getattr(reader, "tqdm")  # noqa: B009 (not re-exported: mypy needs getattr)
+    setattr(reader, "tqdm", functools.partial(saved, disable=True))  # noqa: B010
     try:
         yield
     finally:
-        reader.tqdm = saved
+        setattr(reader, "tqdm", saved)  # noqa: B010
 
 
 def _plain_copy(original: Any) -> Any:
