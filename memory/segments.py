@@ -377,19 +377,22 @@ class SegmentTable:
         committed: dict[str, tuple[str, int, str]] = {}
         async with self.state.reading() as conn:
             for batch in in_batches(seg_keys):
+                # The scope is checked here, not in SQL: given the tenant's key, SQLite's
+                # planner walks every segment of the tenant instead of the key index.
                 query = (
                     select(
                         sql.segments.c.segment_key,
                         sql.segments.c.segment_id,
                         sql.segments.c.seq,
                         sql.sessions.c.name,
+                        sql.sessions.c.key,
+                        sql.tenants.c.key,
                     )
                     .join(sql.sessions, sql.sessions.c.id == sql.segments.c.session_id)
                     .join(sql.tenants, sql.tenants.c.id == sql.sessions.c.tenant_id)
-                    .where(sql.segments.c.segment_key.in_(batch), sql.tenants.c.key == tenant_key)
+                    .where(sql.segments.c.segment_key.in_(batch))
                 )
-                if session_key is not None:
-                    query = query.where(sql.sessions.c.key == session_key)
-                for seg_key, seg_id, seq, session in await conn.execute(query):
-                    committed[seg_key] = (seg_id, int(seq), session)
+                for seg_key, seg_id, seq, session, skey, tkey in await conn.execute(query):
+                    if tkey == tenant_key and session_key in (None, skey):
+                        committed[seg_key] = (seg_id, int(seq), session)
         return committed
