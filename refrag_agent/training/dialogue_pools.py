@@ -7,12 +7,16 @@ filler (small talk, task chatter, short prose, tool chatter). Templates take the
 
 - ``{a}`` / ``{A}``: the attribute as the user says it ("my locker code", "the door code");
 - ``{y}`` / ``{Y}``: as the assistant says it ("your locker code");
-- ``{n}``: the bare noun ("locker code");
-- ``{v}``: the value, and ``{b}``/``{w}`` the second attribute and value of a two-fact turn.
+- ``{n}`` / ``{N}``: the bare noun ("locker code");
+- ``{v}``: the value, ``{old}`` the value a correction replaces, and ``{b}``/``{w}`` the
+  second attribute and value of a two-fact turn.
 
-``tool_chatter`` pairs a user request with the fields of a tool output that has nothing to
-remember; a field value ``$place``, ``$person``, ``$time``, ``$date`` or ``$number`` is
-drawn from the family's pools, so values of every kind also appear where nobody asks.
+``code_shape`` writes codes, references and rooms: "dashed" as ``QX-7731``, ``K7P2QD`` and
+``12B``; "run_on" as ``KDV392018``, ``R4821339`` and ``704`` (gates ``C14``).
+``tool_chatter`` holds a user request, the fields of a tool output that has nothing to
+remember and the assistant's reply; ``$place``, ``$person``, ``$time``, ``$date`` and
+``$number`` in them are drawn from the family's pools, so values of every kind also appear
+where nobody asks.
 
 The held-out family lives in ``dialogue_heldout_pools`` with disjoint text throughout.
 """
@@ -29,8 +33,9 @@ ValueKind = Literal["pin", "number", "code", "ref", "person", "date", "time", "p
 class Attribute:
     """One thing a user may want remembered, and the phrasings that belong to it alone.
 
-    ``prefix`` goes before a ``room`` value ("room" 12B, "gate" C14); ``confirms`` pairs a
-    user request with the assistant's confirmation that tells the value.
+    ``prefix`` goes before a ``room`` value ("room" 12B, "gate" C14); ``digits`` bounds the
+    length of a ``number`` value; ``confirms`` pairs a user request with the assistant's
+    confirmation that tells the value.
     """
 
     noun: str
@@ -41,6 +46,7 @@ class Attribute:
     asks: tuple[str, ...] = ()
     confirms: tuple[tuple[str, str], ...] = ()
     prefix: str = ""
+    digits: tuple[int, int] = (3, 6)
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class Pools:
     tool_summaries: tuple[str, ...]
     small_talk: tuple[tuple[str, str], ...]
     chatter: tuple[tuple[str, str], ...]
-    tool_chatter: tuple[tuple[str, dict[str, str]], ...]
+    tool_chatter: tuple[tuple[str, dict[str, str], str], ...]
     prose: tuple[tuple[str, ...], ...]
     first_names: tuple[str, ...]
     surnames: tuple[str, ...]
@@ -71,6 +77,7 @@ class Pools:
     code_letters: str
     date_style: Literal["month_day", "day_month"]
     time_style: Literal["12h", "24h"]
+    code_shape: Literal["dashed", "run_on"]
     json_style: Literal["nested", "fields"]
 
 
@@ -89,7 +96,7 @@ TRAIN_ATTRIBUTES = (
                         ("Please reserve the rental car for next week.",
                          "Done. The car is reserved under booking reference {v}.")),
               asks=("What was the reference for that booking?",)),
-    Attribute("order number", "number", True, "order_number",
+    Attribute("order number", "number", True, "order_number", digits=(5, 7),
               says=("I ordered the standing desk yesterday, order number {v}.",),
               asks=("Which order number did the desk have?",)),
     Attribute("support ticket", "code", True, "ticket_id",
@@ -121,7 +128,7 @@ TRAIN_ATTRIBUTES = (
               confirms=(("Can you find a room for the planning meeting?",
                          "I've reserved {v} for the planning meeting."),),
               asks=("Where is the planning meeting?", "Which room did we get?")),
-    Attribute("parking spot", "number", True, "parking_spot",
+    Attribute("parking spot", "number", True, "parking_spot", digits=(2, 3),
               says=("I left the car in spot {v} on the third level.",),
               asks=("Where did I leave the car?",)),
     Attribute("sister's city", "place", True, "sister_city",
@@ -243,16 +250,21 @@ TRAIN = Pools(
     ),
     tool_chatter=(
         ("What's the weather like in $place today?",
-         {"tool": "weather", "city": "$place", "temp_c": "$number", "sky": "light rain"}),
+         {"tool": "weather", "city": "$place", "temp_c": "$number", "sky": "light rain"},
+         "Light rain in $place, so take a jacket."),
         ("What's on my calendar this afternoon?",
-         {"tool": "calendar", "event": "Design review", "start": "$time", "with": "$person"}),
+         {"tool": "calendar", "event": "Design review", "start": "$time", "with": "$person"},
+         "Just the design review with $person."),
         ("Search the wiki for the expense policy.",
          {"tool": "wiki_search", "top_hit": "Expenses: receipts within 30 days",
-          "updated": "$date"}),
+          "updated": "$date"},
+         "Receipts have to go in within 30 days."),
         ("Any new messages?",
-         {"tool": "inbox", "unread": "$number", "latest_from": "$person"}),
+         {"tool": "inbox", "unread": "$number", "latest_from": "$person"},
+         "A few; the newest is from $person."),
         ("How long is the drive to the office right now?",
-         {"tool": "traffic", "minutes": "$number", "route": "ring road"}),
+         {"tool": "traffic", "minutes": "$number", "route": "ring road"},
+         "About $number minutes via the ring road."),
     ),
     prose=(
         ("Bread rises because yeast eats sugar and gives off carbon dioxide.",
@@ -300,5 +312,6 @@ TRAIN = Pools(
     code_letters="ABCDEFGHJKLMNPQRSTUVWXYZ",
     date_style="month_day",
     time_style="12h",
+    code_shape="dashed",
     json_style="nested",
 )  # fmt: skip

@@ -38,11 +38,10 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Literal, get_args
 
-from typing_extensions import assert_never
-
 from refrag_agent.errors import InvalidInput
 from refrag_agent.training.dialogue_heldout_pools import HELDOUT
 from refrag_agent.training.dialogue_pools import TRAIN, Attribute, Pools
+from refrag_agent.training.dialogue_values import ValueDraw
 from refrag_agent.training.tasks import NOT_MENTIONED, Segment, TaskExample
 
 Family = Literal["train", "heldout"]
@@ -53,8 +52,6 @@ POOLS: dict[Family, Pools] = {"train": TRAIN, "heldout": HELDOUT}
 _Unit = list[Segment]
 # About 4 characters a token and 16 tokens a chunk: the context-size estimate of filler.
 _CHARS_PER_CHUNK = 64
-# Waking hours on the 12-hour clock, so a dinner is never booked for 4 am.
-_CLOCK_HOURS = [(h, "am") for h in range(7, 12)] + [(h, "pm") for h in range(1, 10)]
 
 
 def statement_templates(family: Family) -> frozenset[str]:
@@ -71,108 +68,6 @@ def question_templates(family: Family) -> frozenset[str]:
     """Every question template of ``family`` (generic and per attribute)."""
     p = POOLS[family]
     return frozenset({*p.questions, *(q for attr in p.attributes for q in attr.asks)})
-
-
-class _Draw:
-    """Random choices of one example; fact values never overlap one another as text."""
-
-    def __init__(self, rng: random.Random, pools: Pools) -> None:
-        self.rng = rng
-        self.pools = pools
-        self.refs: list[str] = []
-
-    def _clashes(self, ref: str) -> bool:
-        low = ref.lower()
-        return any(low in r or r in low for r in self.refs)
-
-    def fact(self, attr: Attribute) -> tuple[str, str]:
-        """A new value (answer text, reference) for ``attr``, unlike any value drawn so far."""
-        while True:
-            answer, ref = self._value(attr)
-            if not self._clashes(ref):
-                self.refs.append(ref.lower())
-                return answer, ref
-
-    def filler(self, kind: str) -> str:
-        """A value for filler text: it may repeat, but never overlaps a fact's value."""
-        while True:
-            if kind == "number":
-                text = str(self.rng.randint(2, 99))
-            elif kind == "person":
-                text = self._person()[0]
-            elif kind == "date":
-                text = self._date()
-            elif kind == "time":
-                text = self._time()[0]
-            else:
-                text = self.rng.choice(self.pools.places)
-            if not self._clashes(text):
-                return text
-
-    def _value(self, attr: Attribute) -> tuple[str, str]:
-        rng, p = self.rng, self.pools
-        heldout = p.date_style == "day_month"
-        match attr.kind:
-            case "pin":
-                text = f"{rng.randint(1000, 9999)}"
-                return text, text
-            case "number":
-                text = f"{rng.randint(100, 999_999)}"
-                return text, text
-            case "code":
-                letters = "".join(rng.choices(p.code_letters, k=3 if heldout else 2))
-                digits = (
-                    f"{rng.randint(100_000, 999_999)}" if heldout else f"{rng.randint(1000, 9999)}"
-                )
-                text = f"{letters}{digits}" if heldout else f"{letters}-{digits}"
-                return text, text
-            case "ref":
-                if heldout:
-                    text = f"{rng.choice(p.code_letters)}{rng.randint(1_000_000, 9_999_999)}"
-                else:
-                    text = "".join(rng.choices(p.code_letters + "23456789", k=6))
-                return text, text
-            case "person":
-                return self._person()
-            case "date":
-                text = self._date()
-                return text, text
-            case "time":
-                return self._time()
-            case "place":
-                text = rng.choice(p.places)
-                return text, text
-            case "room":
-                if heldout and attr.prefix == "gate":
-                    body = f"{rng.choice(p.code_letters)}{rng.randint(10, 99)}"
-                elif heldout:
-                    body = f"{rng.randint(100, 999)}"
-                else:
-                    body = f"{rng.randint(1, 40)}{rng.choice('ABCD')}"
-                return f"{attr.prefix} {body}", body
-            case _:
-                assert_never(attr.kind)
-
-    def _person(self) -> tuple[str, str]:
-        p = self.pools
-        surname = self.rng.choice(p.surnames)
-        if self.rng.random() < 0.5:
-            return f"{self.rng.choice(p.titles)} {surname}", surname
-        full = f"{self.rng.choice(p.first_names)} {surname}"
-        return full, full
-
-    def _date(self) -> str:
-        month, day = self.rng.choice(self.pools.months), self.rng.randint(1, 28)
-        return f"{month} {day}" if self.pools.date_style == "month_day" else f"{day} {month}"
-
-    def _time(self) -> tuple[str, str]:
-        minute = self.rng.choice((0, 5, 10, 15, 20, 30, 40, 45, 50))
-        if self.pools.time_style == "24h":
-            text = f"{self.rng.randint(6, 22):02d}:{minute:02d}"
-            return text, text
-        hour, half = self.rng.choice(_CLOCK_HOURS)
-        clock = f"{hour}:{minute:02d}"
-        return f"{clock} {half}", clock
 
 
 def _forms(attr: Attribute) -> dict[str, str]:
@@ -192,7 +87,7 @@ def _forms(attr: Attribute) -> dict[str, str]:
 class _Writer:
     """Turns facts and filler into conversation units (lists of segments)."""
 
-    def __init__(self, draw: _Draw) -> None:
+    def __init__(self, draw: ValueDraw) -> None:
         self.draw = draw
         self.rng = draw.rng
         self.p = draw.pools
@@ -255,13 +150,13 @@ class _Writer:
             topic = rng.choice(self.p.prose)
             n = rng.randint(2, len(topic))
             return [Segment("document", " ".join(topic[:n]))]
-        request, fields = rng.choice(self.p.tool_chatter)
+        request, fields, reply = rng.choice(self.p.tool_chatter)
         values = {k: self.draw.filler(k) for k in ("place", "person", "date", "time", "number")}
         filled = {k: string.Template(v).substitute(values) for k, v in fields.items()}
         return [
             Segment("user", string.Template(request).substitute(values)),
             Segment("tool_output", json.dumps(filled, ensure_ascii=False)),
-            Segment("assistant", rng.choice(self.p.tool_summaries)),
+            Segment("assistant", string.Template(reply).substitute(values)),
         ]
 
     def _ack(self) -> Segment:
@@ -338,7 +233,7 @@ def _generate(
     rng = random.Random(f"natural:{family}:{seed}:{size}")
     if task is None:
         task = rng.choices(DIALOGUE_TASKS, weights=(5, 3, 2))[0]
-    draw = _Draw(rng, POOLS[family])
+    draw = ValueDraw(rng, POOLS[family])
     write = _Writer(draw)
     asked, *others = rng.sample(POOLS[family].attributes, 4)
     # Distractors of the asked kind first: the kind of value must not give the answer away.
