@@ -55,7 +55,6 @@ from refrag_agent.plan import ContextPlan, PlanLog
 from refrag_agent.planning import Planner, QueryTurn
 from refrag_agent.policies import ExpansionPolicy, PolicyName, make_policy
 from refrag_agent.reply import Reply, ReplyDone, StreamEvent, TextDelta, finish_reply
-from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
 from refrag_agent.tools import (
     Toolbox,
@@ -140,7 +139,7 @@ class Agent(AsyncClosing):
                 budget=budget,
                 policy=policy,
                 pin_last_turns=pin_last_turns,
-                sampling=sampling or SamplingParams(max_new_tokens=64, stop=REFRAG_TEMPLATE.stop),
+                sampling=sampling or SamplingParams(max_new_tokens=64),
             )
         )
 
@@ -471,11 +470,12 @@ class Session:
         toolbox = Toolbox.coerce(tools)
         # Stop at any template token the model starts: without tools, a call marker too, so
         # an answer never holds (and memory never stores) an invented call.
-        stops = REFRAG_TEMPLATE.stops(tool_calls=bool(len(toolbox)))
+        template = agent.model.template
+        stops = template.stops(tool_calls=bool(len(toolbox)))
         params = dataclasses.replace(params, stop=tuple(dict.fromkeys((*params.stop, *stops))))
         preamble = ""
         if len(toolbox):
-            preamble = REFRAG_TEMPLATE.render(SegmentKind.SYSTEM, tools_prompt(toolbox))
+            preamble = template.render(SegmentKind.SYSTEM, tools_prompt(toolbox, template))
         turn = await self._query_turn(query, params.max_new_tokens, preamble)
         stored = False
 
@@ -514,7 +514,7 @@ class Session:
                 return generation.text
 
             result: ToolLoopResult | None = None
-            loop = iter_tool_loop(step, toolbox, max_tool_steps=max_tool_steps)
+            loop = iter_tool_loop(step, toolbox, max_tool_steps=max_tool_steps, template=template)
             async with contextlib.aclosing(loop) as events:
                 async for event in events:
                     if isinstance(event, ToolCallEvent):

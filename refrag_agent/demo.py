@@ -25,7 +25,6 @@ from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tiny import random_decoder
 from refrag_agent.model.tokenizer import TiktokenTokenizer
-from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import SegmentKind
 
 QUESTIONS = (
@@ -159,9 +158,10 @@ async def _ask(
     plan = reply.plan
     # The baseline: the same model fed the same segments as plain tokens.
     texts = {s.id: s for s in await chat.timeline()}
-    full_text = [REFRAG_TEMPLATE.render(u.kind, texts[u.segment_id].text) for u in plan.segments]
-    full_text.append(REFRAG_TEMPLATE.generation_prompt)
     model = agent.model
+    template = model.template
+    full_text = [template.render(u.kind, texts[u.segment_id].text) for u in plan.segments]
+    full_text.append(template.generation_prompt)
     full = model.plan(full_text)
     await asyncio.to_thread(model.generate, [full], SamplingParams(max_new_tokens=1))  # warm-up
     baseline = await asyncio.to_thread(model.generate, [full], SamplingParams(max_new_tokens=1))

@@ -38,7 +38,6 @@ from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.plan import ContextPlan
 from refrag_agent.policies import ExpansionPolicy
-from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import Chunk, Scope, Segment
 
 RECALL_SEGMENTS = 4  # segments brought in from the tenant's other sessions, at most
@@ -82,7 +81,7 @@ class Planner:
     def check_query(self, asked: Segment, *, max_new_tokens: int, preamble: str = "") -> None:
         """Raise :class:`InvalidInput` unless the query, as tokens, and the answer fit the
         decoder's window; nothing is read or written."""
-        frame = frame_positions(REFRAG_TEMPLATE, self.model.tokenizer)
+        frame = frame_positions(self.model.template, self.model.tokenizer)
         self._check_fits(asked, self._room(max_new_tokens, preamble), frame, max_new_tokens)
 
     def _check_fits(self, asked: Segment, room: int, frame: int, max_new_tokens: int) -> None:
@@ -115,7 +114,7 @@ class Planner:
     ) -> tuple[PlacementPlan, ContextPlan]:
         """The plan that answers ``query`` and its record; the query need not be stored."""
         store, model = self.store, self.model
-        tokenizer, template = model.tokenizer, REFRAG_TEMPLATE
+        tokenizer, template = model.tokenizer, model.template
         frame = frame_positions(template, tokenizer)
         room = self._room(max_new_tokens, preamble)
         asked, text = query.segment, query.segment.text

@@ -109,7 +109,9 @@ async def test_sdk_server_and_training_lay_out_the_same_tokens(
         answer="harbor42",
         references=("harbor42",),
     )
-    example, _ = layout_task(task, model.tokenizer, k=model.k, expand=EVERY_CHUNK)
+    example, _ = layout_task(
+        task, model.tokenizer, k=model.k, template=model.template, expand=EVERY_CHUNK
+    )
     training = token_ids(example.prefix)
 
     assert sdk == server == training

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from refrag_agent.errors import InvalidInput
 from refrag_agent.logs import get_logger
+from refrag_agent.template import REFRAG_TEMPLATE, ChatTemplate
 
 from .protocol import (
     AnyCall,
@@ -212,13 +213,15 @@ async def iter_tool_loop(
     *,
     max_tool_steps: int = DEFAULT_MAX_TOOL_STEPS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    template: ChatTemplate = REFRAG_TEMPLATE,
 ) -> AsyncGenerator[ToolEvent, None]:
     """The tool loop as events: each call, each output, then :class:`ToolLoopDone`.
 
     The loop waits at each event until the consumer asks for the next one, so a consumer
     that appends the call on :class:`ToolCallEvent` and the output on
     :class:`ToolOutputEvent` has done so before the tool runs and before the next step.
-    Close it with ``contextlib.aclosing`` when leaving early.
+    Close it with ``contextlib.aclosing`` when leaving early. ``template`` is the model's:
+    its call marker is what a call starts with.
     """
     _check_options(max_tool_steps, timeout_s)
     tools = Toolbox.coerce(toolbox)
@@ -227,7 +230,7 @@ async def iter_tool_loop(
     while True:
         output = await step()
         steps += 1
-        parsed = parse_output(output, tools=tools)
+        parsed = parse_output(output, tools=tools, template=template)
         if isinstance(parsed, NoCall):
             result = ToolLoopResult(
                 text=parsed.text, finish_reason="answer", exchanges=exchanges, steps=steps
@@ -236,7 +239,7 @@ async def iter_tool_loop(
         if len(exchanges) >= max_tool_steps:
             log.info("tool loop stopped", reason="max_tool_steps", max_tool_steps=max_tool_steps)
             result = ToolLoopResult(
-                text=text_before_call(output).strip(),
+                text=text_before_call(output, template).strip(),
                 finish_reason="max_tool_steps",
                 exchanges=exchanges,
                 steps=steps,
@@ -258,6 +261,7 @@ async def run_tool_loop(
     on_output: Callable[[AnyCall, ToolOutput], Awaitable[None]] | None = None,
     max_tool_steps: int = DEFAULT_MAX_TOOL_STEPS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    template: ChatTemplate = REFRAG_TEMPLATE,
 ) -> ToolLoopResult:
     """Run the model and its tool calls until it answers or uses up ``max_tool_steps``.
 
@@ -265,9 +269,11 @@ async def run_tool_loop(
     ``on_call(call)`` before the tool runs, its output through ``on_output(call, output)``
     before the next step: that is where the agent appends the two segments. At most
     ``max_tool_steps`` calls run; ``timeout_s`` bounds each (a tool's own ``timeout_s``
-    wins).
+    wins). ``template`` is the model's chat template.
     """
-    events = iter_tool_loop(step, toolbox, max_tool_steps=max_tool_steps, timeout_s=timeout_s)
+    events = iter_tool_loop(
+        step, toolbox, max_tool_steps=max_tool_steps, timeout_s=timeout_s, template=template
+    )
     try:
         async for event in events:
             if isinstance(event, ToolCallEvent):

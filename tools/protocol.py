@@ -22,10 +22,13 @@ from typing import Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
-from refrag_agent.template import REFRAG_TEMPLATE
+from refrag_agent.template import REFRAG_TEMPLATE, ChatTemplate
+from refrag_agent.timeline import SegmentKind
 
 from .registry import Toolbox
 
+# The markers of the project's own template; every function below takes the model's
+# template (``template=``), which for a decoder with a chat template of its own differs.
 CALL_START = REFRAG_TEMPLATE.tool_call
 OUTPUT_START = REFRAG_TEMPLATE.tool_output
 END = REFRAG_TEMPLATE.end
@@ -112,9 +115,9 @@ ParsedOutput: TypeAlias = NoCall | ToolCall | MalformedCall
 AnyCall: TypeAlias = ToolCall | MalformedCall
 
 
-def text_before_call(output: str) -> str:
+def text_before_call(output: str, template: ChatTemplate = REFRAG_TEMPLATE) -> str:
     """The model's words before its call marker (the whole output when it has none)."""
-    return output.split(CALL_START, 1)[0]
+    return output.split(template.tool_call, 1)[0]
 
 
 def parse_output(
@@ -122,21 +125,23 @@ def parse_output(
     *,
     tools: Toolbox | Collection[str] | None = None,
     call_id: str | None = None,
+    template: ChatTemplate = REFRAG_TEMPLATE,
 ) -> ParsedOutput:
     """Read one model output: an answer, a tool call, or a call that cannot be run.
 
     ``tools`` names the tools on offer (a toolbox or names); a call to any other name is
     ``unknown_tool``. ``None`` skips that check. ``call_id`` fixes the id given to a call
-    (a fresh one by default).
+    (a fresh one by default). ``template`` is the model's (its call marker and end).
     """
     cid = call_id or new_call_id()
-    if CALL_START not in output:
+    start, end = template.tool_call, template.answer_end
+    if start not in output:
         answer = output.rstrip()
-        if answer.endswith(END):
-            answer = answer[: -len(END)].rstrip()
+        if answer.endswith(end):
+            answer = answer[: -len(end)].rstrip()
         return NoCall(text=answer)
 
-    body = output.split(CALL_START, 1)[1].split(END, 1)[0]
+    body = output.split(start, 1)[1].split(end, 1)[0]
     raw = body.strip()
 
     def malformed(reason: MalformedReason, detail: str, name: str | None = None) -> MalformedCall:
@@ -175,14 +180,14 @@ def parse_output(
     return ToolCall(id=cid, name=name, arguments=arguments)
 
 
-def format_call(call: AnyCall) -> str:
+def format_call(call: AnyCall, template: ChatTemplate = REFRAG_TEMPLATE) -> str:
     """The call with its markers, as the model writes it."""
-    return f"{CALL_START}{call.text}{END}"
+    return f"{template.tool_call}{call.text}{template.answer_end}"
 
 
-def format_output(output_text: str) -> str:
+def format_output(output_text: str, template: ChatTemplate = REFRAG_TEMPLATE) -> str:
     """A tool's output with its markers, as the template renders a ``tool_output``."""
-    return f"{OUTPUT_START}{output_text}{END}"
+    return template.render(SegmentKind.TOOL_OUTPUT, output_text)
 
 
 def output_text(value: Any) -> str:
@@ -227,12 +232,18 @@ Tools (OpenAI function schemas, one per line):
 {schemas}"""
 
 
-def tools_prompt(tools: Toolbox) -> str:
-    """The system-prompt text that lists the tools' schemas and explains the call format.
+def tools_prompt(tools: Toolbox, template: ChatTemplate = REFRAG_TEMPLATE) -> str:
+    """The system-prompt text that lists the tools' schemas and explains the call format
+    in ``template``'s markers (the model's).
 
     Empty when the toolbox is: a model offered no tools is told nothing about them.
     """
     if not len(tools):
         return ""
     schemas = "\n".join(_dumps(s["function"]) for s in tools.schemas())
-    return _PROMPT.format(start=CALL_START, end=END, output=OUTPUT_START, schemas=schemas)
+    return _PROMPT.format(
+        start=template.tool_call,
+        end=template.answer_end,
+        output=template.tool_output.strip(),
+        schemas=schemas,
+    )

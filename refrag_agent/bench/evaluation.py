@@ -32,7 +32,6 @@ from refrag_agent.model.assembly import CompressedChunk, ExpandedChunk, Placemen
 from refrag_agent.model.chunker import chunk_ids
 from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import SegmentKind
 from refrag_agent.training.data import build_corpus, tokenize_split
 from refrag_agent.training.presets import get_preset
@@ -114,7 +113,7 @@ class Evaluator:
     @cached_property
     def bos(self) -> int:
         tok = self.model.tokenizer
-        return tok.special_tokens.get(REFRAG_TEMPLATE.bos, tok.pad_id)
+        return tok.special_tokens.get(self.model.template.bos, tok.pad_id)
 
     # ---- text -------------------------------------------------------------------------
 
@@ -182,14 +181,16 @@ class Evaluator:
         vectors = self.cache([text for _, text in chunks])
         slots = tuple(ChunkSlot(ids, len(ids), j, text) for j, (ids, text) in enumerate(chunks))
         document = ContextSegment("text", SegmentKind.DOCUMENT, "document", 0, slots)
-        d = draft([document], template=REFRAG_TEMPLATE, tokenizer=self.model.tokenizer)
+        d = draft([document], template=self.model.template, tokenizer=self.model.tokenizer)
         return policy_input(d, vectors, vectors[-1])
 
     # ---- memory QA --------------------------------------------------------------------
 
     def qa_layout(self, task: TaskExample, expand: Container[int]) -> tuple[Example, Any]:
         """The task laid out with ``expand``, and its :class:`PolicyInput`."""
-        example, d = layout_task(task, self.model.tokenizer, k=self.model.k, expand=expand)
+        example, d = layout_task(
+            task, self.model.tokenizer, k=self.model.k, template=self.model.template, expand=expand
+        )
         vectors = self.cache(list(example.chunk_texts))
         query = self.cache([task.question])[0]
         return example, policy_input(d, vectors, query)
@@ -205,8 +206,8 @@ class Evaluator:
 
     @torch.no_grad()
     def answers(self, examples: Sequence[Example], *, max_new_tokens: int = 24) -> list[str]:
-        """Greedy answers, generated in batches; each stops at ``<|end|>``."""
-        params = SamplingParams(max_new_tokens=max_new_tokens, stop=REFRAG_TEMPLATE.stop)
+        """Greedy answers, generated in batches; each stops at the template's answer end."""
+        params = SamplingParams(max_new_tokens=max_new_tokens, stop=self.model.template.stop)
         out: list[str] = []
         for i in range(0, len(examples), self.batch_size):
             plans = []

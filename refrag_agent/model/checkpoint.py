@@ -7,6 +7,9 @@
                              component (encoder, decoder, tokenizer, projector, policy)
     projector.safetensors    the projector's weights
     decoder/                 the decoder (save_pretrained), unless refrag.json points elsewhere
+                             or names a known base decoder (``base``), converted once into
+                             the user's cache (``base_decoder.py``) and never shipped
+    adapter/                 a LoRA adapter (peft) trained on top of the base, merged on load
     tokenizer/               the decoder's tokenizer
     policy/                  the learned expansion policy, when one was trained
 
@@ -36,6 +39,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from refrag_agent.errors import InvalidInput, ModelError
+from refrag_agent.model.adapter import (
+    ADAPTER_DIR,
+    adapter_fingerprint,
+    is_adapted,
+    load_adapter,
+    merged,
+    save_adapter,
+)
+from refrag_agent.model.base_decoder import base_fingerprint, known_base, load_base_decoder
 from refrag_agent.model.config import CONFIG_FILE, EncoderConfig, RefragConfig
 from refrag_agent.model.decoder import DecoderShape, decoder_fingerprint, load_decoder
 from refrag_agent.model.encoder import ChunkEncoder
@@ -65,6 +77,7 @@ _FIXES = {
     "checkpoint again with the tokenizer you mean to use",
     "projector": f"{PROJECTOR_FILE} was changed after saving: restore it or save the "
     "checkpoint again",
+    "adapter": f"{ADAPTER_DIR}/ was changed after saving: restore it or save the checkpoint again",
     "policy": f"{POLICY_DIR}/ was changed after saving: restore it, train the policy again, "
     f"or remove {POLICY_DIR}/ to use a heuristic policy",
 }
@@ -96,12 +109,17 @@ class CheckpointParts:
 
 def model_fingerprints(parts: CheckpointParts) -> dict[str, Fingerprint]:
     """The content fingerprint of every component, by component name."""
+    base = parts.config.base
     found = {
         "encoder": parts.encoder.manifest,
-        "decoder": decoder_fingerprint(parts.decoder),
+        "decoder": base_fingerprint(known_base(base))
+        if base
+        else decoder_fingerprint(parts.decoder),
         "tokenizer": tokenizer_fingerprint(parts.tokenizer),
         "projector": projector_fingerprint(parts.projector, parts.config.projector),
     }
+    if is_adapted(parts.decoder):
+        found["adapter"] = adapter_fingerprint(parts.decoder)
     if parts.policy is not None:
         found["policy"] = policy_fingerprint(parts.policy)
     return found
@@ -164,8 +182,19 @@ def write_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in parts.projector.state_dict().items()}
     save_file(state, str(out / PROJECTOR_FILE))
-    decoder_ref = parts.config.decoder
-    if save_decoder:
+    decoder_ref, adapter_ref = parts.config.decoder, ""
+    if parts.config.base:
+        # The base is the user's converted copy: only what was trained on it is written.
+        if is_adapted(parts.decoder):
+            save_adapter(parts.decoder, out / ADAPTER_DIR)
+            adapter_ref = ADAPTER_DIR
+        elif parts.config.adapter:
+            raise ModelError(
+                "this model's adapter was merged into its decoder on load: it cannot be "
+                "saved apart again",
+                fix="load the checkpoint with merge_adapter=False to train and save it",
+            )
+    elif save_decoder:
         parts.decoder.save_pretrained(str(out / "decoder"))
         decoder_ref = "decoder"
     elif not Path(decoder_ref).is_absolute():
@@ -178,7 +207,11 @@ def write_checkpoint(
     if parts.policy is not None and save_policy is not None:
         save_policy(parts.policy, out / POLICY_DIR)
     config = dataclasses.replace(
-        parts.config, decoder=decoder_ref, tokenizer="tokenizer", fingerprints=_records(parts)
+        parts.config,
+        decoder=decoder_ref,
+        adapter=adapter_ref,
+        tokenizer="tokenizer",
+        fingerprints=_records(parts),
     )
     (out / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
     return config
@@ -193,6 +226,7 @@ def read_checkpoint(
     check_encoder: bool = True,
     load_policy: PolicyLoader | None = None,
     verify: bool = True,
+    merge_adapter: bool = True,
 ) -> CheckpointParts:
     """Load the parts of a checkpoint directory written by :func:`write_checkpoint`.
 
@@ -202,7 +236,9 @@ def read_checkpoint(
     are checked against the recorded fingerprint. The policy is loaded, and checked, when
     the checkpoint has one and ``load_policy`` (``refrag_agent.policies.load_policy``) is
     given; without it ``policy`` is None. ``verify=False`` checks no fingerprint at all
-    (:func:`upgrade_checkpoint` re-stamps a checkpoint from its files).
+    (:func:`upgrade_checkpoint` re-stamps a checkpoint from its files). A checkpoint on a
+    known base decoder loads the base from the user's cache (converting it the first
+    time) and merges its adapter into it, unless ``merge_adapter=False`` (training).
     """
     root = Path(directory)
     config = RefragConfig.read(root)
@@ -218,7 +254,11 @@ def read_checkpoint(
     encoder = encoder or ChunkEncoder.load(EncoderConfig(**dataclasses.asdict(config.encoder)))
     if check_encoder:
         check_fingerprint("encoder", encoder.manifest, config, path=config_path)
-    if decoder is None:
+    if decoder is None and config.base:
+        decoder, _ = load_base_decoder(known_base(config.base))
+        if dtype is not None:
+            decoder = decoder.to(dtype)
+    elif decoder is None:
         decoder = load_decoder(_resolve(root, config.decoder), dtype=dtype)
     tokenizer = load_tokenizer(_resolve(root, config.tokenizer))
     check_fingerprint("tokenizer", tokenizer_fingerprint(tokenizer), config, path=config_path)
@@ -236,11 +276,16 @@ def read_checkpoint(
         )
     check_fingerprint(
         "decoder",
-        decoder_fingerprint(decoder),
+        base_fingerprint(known_base(config.base)) if config.base else decoder_fingerprint(decoder),
         config,
         path=config_path,
         fields_only=dtype is not None,
     )
+    if config.adapter:
+        decoder = load_adapter(decoder, _resolve(root, config.adapter), merge=False)
+        check_fingerprint("adapter", adapter_fingerprint(decoder), config, path=config_path)
+        if merge_adapter:
+            decoder = merged(decoder)
     projector = Projector(config.projector)
     try:
         state = load_file(str(projector_path))

@@ -69,8 +69,14 @@ class RefragConfig:
 
     ``decoder`` and ``tokenizer`` are paths relative to the checkpoint directory (the
     usual case: saved inside it) or absolute references to a directory elsewhere.
-    ``fingerprints`` maps a component (encoder, decoder, tokenizer, projector, policy) to
-    its recorded content fingerprint (``Fingerprint.to_dict()``); loading checks each.
+    ``fingerprints`` maps a component (encoder, decoder, tokenizer, projector, adapter,
+    policy) to its recorded content fingerprint (``Fingerprint.to_dict()``); loading checks
+    each.
+
+    ``base`` names a known pretrained decoder (``model/base_decoder.py``) converted once
+    into the user's cache; the checkpoint then ships no decoder, only what was trained on
+    top of it: ``adapter``, a LoRA adapter directory (``peft``) merged into the base on
+    load. ``template`` names the chat template prompts are framed in (``template.py``).
     """
 
     projector: ProjectorConfig
@@ -78,6 +84,9 @@ class RefragConfig:
     k: int = 16
     decoder: str = "decoder"
     tokenizer: str = "tokenizer"
+    base: str = ""
+    adapter: str = ""
+    template: str = "refrag"
     fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     notes: str = ""

@@ -41,6 +41,7 @@ from refrag_agent.model.generation import (
 from refrag_agent.model.projector import Projector
 from refrag_agent.model.quiet import quiet_transformers
 from refrag_agent.model.tokenizer import Tokenizer
+from refrag_agent.template import ChatTemplate, template_named
 from refrag_agent.timeline import Chunk
 
 
@@ -79,8 +80,16 @@ class RefragModel:
         encoder: ChunkEncoder | None = None,
         k: int = 16,
         seed: int = 0,
+        template: str = "refrag",
+        base: str = "",
+        projector_hidden: int = 0,
     ) -> RefragModel:
-        """Assemble a model with a freshly initialised projector (to be trained)."""
+        """Assemble a model with a freshly initialised projector (to be trained).
+
+        ``template`` names the decoder's chat template; ``base`` the known pretrained
+        decoder it is (``model/base_decoder.py``), when it is one; ``projector_hidden`` the
+        projector's inner width (0: the decoder's hidden size).
+        """
         if encoder is None:
             with quiet_transformers():
                 encoder = ChunkEncoder.load(EncoderConfig())
@@ -92,8 +101,14 @@ class RefragModel:
                 decoder=shape.vocab_size,
             )
         torch.manual_seed(seed)
-        projector = Projector(ProjectorConfig(in_dim=encoder.dim, out_dim=shape.hidden_size))
-        config = RefragConfig(projector=projector.config, encoder=encoder.config, k=k)
+        projector = Projector(
+            ProjectorConfig(
+                in_dim=encoder.dim, out_dim=shape.hidden_size, hidden_dim=projector_hidden
+            )
+        )
+        config = RefragConfig(
+            projector=projector.config, encoder=encoder.config, k=k, template=template, base=base
+        )
         return cls(
             config=config,
             tokenizer=tokenizer,
@@ -112,8 +127,12 @@ class RefragModel:
         dtype: torch.dtype | None = None,
         check_encoder: bool = True,
         load_policy: PolicyLoader | None = None,
+        merge_adapter: bool = True,
     ) -> RefragModel:
         """Load a checkpoint directory (see ``checkpoint.read_checkpoint``).
+
+        A checkpoint on a known base decoder merges its adapter into the base unless
+        ``merge_adapter=False`` (to train it further).
 
         Its learned policy comes with it when ``load_policy`` is given
         (``refrag_agent.policies.load_policy``; ``Agent.open`` and ``refrag_agent.engines``
@@ -127,6 +146,7 @@ class RefragModel:
                 dtype=dtype,
                 check_encoder=check_encoder,
                 load_policy=load_policy,
+                merge_adapter=merge_adapter,
             )
         return cls(
             config=parts.config,
@@ -164,6 +184,11 @@ class RefragModel:
     @property
     def k(self) -> int:
         return self.config.k
+
+    @property
+    def template(self) -> ChatTemplate:
+        """The chat template this model's prompts are framed in (its decoder's own)."""
+        return template_named(self.config.template)
 
     def chunk(self, text: str) -> list[Chunk]:
         """One segment's text -> chunks of ``k`` decoder tokens."""

@@ -72,7 +72,7 @@ from refrag_agent.policies import PolicyName, make_policy
 from refrag_agent.serve.auth import ApiKey, forbidden
 from refrag_agent.serve.errors import ApiError
 from refrag_agent.serve.limits import ServeLimits
-from refrag_agent.template import REFRAG_TEMPLATE
+from refrag_agent.template import REFRAG_TEMPLATE, TEMPLATES, ChatTemplate
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 from refrag_agent.tools import (
     NoCall,
@@ -278,7 +278,10 @@ class ChatRequest(BaseModel):
         if asked is not None and asked > limits.max_tokens:
             raise InvalidInput(f"max_tokens must be in [1, {limits.max_tokens}]", max_tokens=asked)
         # Template tokens end answers anyway, and RemoteEngine sends them all: not counted.
-        own = [s for s in self.stops if s not in REFRAG_TEMPLATE.special_tokens]
+        template_stops = {
+            s for t in TEMPLATES.values() for s in (*t.stops(tool_calls=False), *t.special_tokens)
+        }
+        own = [s for s in self.stops if s not in template_stops]
         if len(own) > limits.max_stop or any(len(s) > 256 for s in own):
             raise InvalidInput(
                 f"at most {limits.max_stop} stop strings of 256 characters, besides the "
@@ -348,17 +351,19 @@ class Prepared:
     params: SamplingParams
     tools: Toolbox | None = None
     forced: bool = False
+    template: ChatTemplate = REFRAG_TEMPLATE
 
     def answer(self, g: Generation) -> tuple[dict[str, Any], str]:
         """The assistant message (OpenAI's shape) and OpenAI's finish reason."""
         reason = "length" if g.finish_reason == "length" else "stop"
         if self.tools is None:
             return {"role": "assistant", "content": g.text}, reason
-        output = f"{REFRAG_TEMPLATE.tool_call}{g.text}" if self.forced else g.text
-        parsed = parse_output(output, tools=self.tools)
+        template = self.template
+        output = f"{template.tool_call}{g.text}" if self.forced else g.text
+        parsed = parse_output(output, tools=self.tools, template=template)
         if isinstance(parsed, NoCall):
             return {"role": "assistant", "content": parsed.text}, reason
-        before = text_before_call(output).strip()
+        before = text_before_call(output, template).strip()
         if not isinstance(parsed, ToolCall):  # a call that cannot be run: its words only
             return {"role": "assistant", "content": before}, reason
         function = {"name": parsed.name, "arguments": json.dumps(parsed.arguments)}
@@ -416,7 +421,7 @@ def build_plan(
     room (``max_tokens``, else the server's limit as far as the decoder allows) is kept
     first; the budget expands chunks only into the positions left after that.
     """
-    template = REFRAG_TEMPLATE
+    template = model.template
     max_positions = model.shape.max_positions
     if chat.refrag is not None and chat.refrag.plan is not None:
         plan = plan_from_wire(
@@ -429,7 +434,7 @@ def build_plan(
         room = max_positions - plan.n_positions
         params = chat.sampling(room=room, limits=limits, template_stops=template.stop)
         model.check_fits([plan], params.max_new_tokens)
-        return Prepared(plan, params)
+        return Prepared(plan, params, template=template)
     options = chat.refrag or RefragOptions()
     budget = options.budget or budget
     tools, forced = chat.offered()
@@ -438,7 +443,7 @@ def build_plan(
         context.segments,
         template=template,
         tokenizer=model.tokenizer,
-        prefix=template.render(SegmentKind.SYSTEM, tools_prompt(tools)) if tools else "",
+        prefix=template.render(SegmentKind.SYSTEM, tools_prompt(tools, template)) if tools else "",
         suffix=template.generation_prompt + (template.tool_call if forced else ""),
     )
     table = context.table(model, pinned=False)
@@ -446,7 +451,7 @@ def build_plan(
     params = chat.sampling(
         room=max_positions - least.n_positions,
         limits=limits,
-        template_stops=REFRAG_TEMPLATE.stops(tool_calls=tools is not None),
+        template_stops=template.stops(tool_calls=tools is not None),
     )
     if least.n_positions + params.max_new_tokens > max_positions:
         raise InvalidInput(
@@ -462,14 +467,14 @@ def build_plan(
     room = capacity(max_positions, params.max_new_tokens) - least.n_positions
     spend = within_room(budget, expandable, max(0, room))
     if not spend.total_allowance(expandable):  # nothing to choose: the pins alone
-        return Prepared(least, params, tools, forced)
+        return Prepared(least, params, tools, forced, template)
     table = context.table(model, pinned=True)
     name = options.policy or ("learned" if model.policy is not None else "similarity")
     asked = _query(chat)
     query = "" if asked is None else chat.messages[asked].text()
     vector = model.encode([query])[0] if query else torch.zeros(table.shape[1])
     choice = select(d, make_policy(name, network=model.policy), table, vector, spend)
-    return Prepared(place(d, choice).plan(table), params, tools, forced)
+    return Prepared(place(d, choice).plan(table), params, tools, forced, template)
 
 
 @dataclass

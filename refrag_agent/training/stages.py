@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from refrag_agent.context import ChunkSlot, ContextSegment, Draft, draft, place
+from refrag_agent.model.adapter import is_adapted
 from refrag_agent.model.assembly import (
     CompressedChunk,
     Placement,
@@ -43,10 +44,11 @@ from refrag_agent.model.chunker import chunk_ids
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tokenizer import Tokenizer
-from refrag_agent.template import REFRAG_TEMPLATE
+from refrag_agent.template import ChatTemplate
 from refrag_agent.timeline import SegmentKind
 from refrag_agent.training.data import Split
-from refrag_agent.training.presets import StageConfig, StageName
+from refrag_agent.training.dialogues import natural_example
+from refrag_agent.training.presets import SftTasks, StageConfig, StageName
 from refrag_agent.training.tasks import TaskExample, mixed_example
 
 IGNORE = -100
@@ -111,15 +113,20 @@ class RefragLM(nn.Module):
         ]
         embed = self.decoder.get_input_embeddings()  # type: ignore[operator]
         assembled = assemble(plans, embed, self.projector)
+        # Rows end at the last column, so every target sits in the last ``keep`` columns:
+        # logits over the vocabulary are computed there only (most of a prompt predicts
+        # nothing, and the output layer is a large share of a small decoder's work).
+        labelled = (batch.labels != IGNORE).any(0).nonzero()
+        keep = batch.labels.shape[1] - int(labelled[0]) if len(labelled) else 1
+        labels = batch.labels[:, -keep:]
         logits = self.decoder(
             inputs_embeds=assembled.inputs_embeds,
             attention_mask=assembled.attention_mask,
             position_ids=assembled.position_ids,
-        ).logits  # (B, T, V)
-        assert logits.shape[:2] == batch.labels.shape
-        return F.cross_entropy(
-            logits.flatten(0, 1).float(), batch.labels.flatten(), ignore_index=IGNORE
-        )
+            logits_to_keep=keep,
+        ).logits  # (B, keep, V)
+        assert logits.shape[:2] == labels.shape
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
 
 
 class VectorCache:
@@ -155,6 +162,10 @@ def set_trainable(model: RefragModel, config: StageConfig) -> list[nn.Parameter]
     for module, train in parts:
         module.requires_grad_(train)
         module.train(train)
+        if train and is_adapted(module):
+            # A decoder with a LoRA adapter trains the adapter only; the base stays frozen.
+            for name, p in module.named_parameters():
+                p.requires_grad_("lora_" in name)
         if train:
             params.extend(p for p in module.parameters() if p.requires_grad)
     return params
@@ -276,6 +287,7 @@ def layout_task(
     tokenizer: Tokenizer,
     *,
     k: int,
+    template: ChatTemplate,
     expand: Container[int] | None = None,
     rng: np.random.Generator | None = None,
     expand_p: float = 0.0,
@@ -289,9 +301,9 @@ def layout_task(
     segments = task_segments(example, tokenizer, k=k)
     d = draft(
         segments,
-        template=REFRAG_TEMPLATE,
+        template=template,
         tokenizer=tokenizer,
-        suffix=REFRAG_TEMPLATE.question(example.question),
+        suffix=template.question(example.question),
     )
     chosen = {
         i
@@ -300,7 +312,8 @@ def layout_task(
         or (rng is not None and expand_p > 0 and rng.random() < expand_p)
     }
     texts = tuple(c.text for c in d.chunks)
-    target = tokenizer.encode(REFRAG_TEMPLATE.answer(example.answer), allow_special=True)
+    answer = f"{template.tool_call}{example.answer}" if example.calls_tool else example.answer
+    target = tokenizer.encode(template.answer(answer), allow_special=True)
     return Example(place(d, chosen).placements, texts, tuple(target)), d
 
 
@@ -334,11 +347,16 @@ def stage_examples(
     step: int,
     rank: int,
     split: Split,
+    template: ChatTemplate,
+    sft_tasks: SftTasks = "templates",
     n_chunks: int | None = None,
 ) -> list[Example]:
     """The examples of one (step, process): a pure function of its arguments (resumable).
 
     ``n_chunks`` overrides the curriculum's chunk count for the step (held-out evaluation).
+    SFT draws its tasks from the templated generators or the natural dialogues
+    (``sft_tasks``), and with ``config.recon_p`` a reconstruction example instead, so the
+    decoder keeps reading what chunks hold while it learns to answer.
     """
     stage_id = ("pretrain", "reconstruct", "cpt", "sft", "rl").index(stage)
     rng = np.random.default_rng([seed, stage_id, step, rank, split == "heldout"])
@@ -346,10 +364,11 @@ def stage_examples(
     out = []
     for j in range(config.batch_size):
         if stage == "pretrain":
-            bos = tokenizer.special_tokens.get(REFRAG_TEMPLATE.bos, tokenizer.pad_id)
+            bos = tokenizer.special_tokens.get(template.bos, tokenizer.pad_id)
             out.append(pretrain_example(tokens, rng, seq_len=config.seq_len, bos=bos))
-        elif stage == "reconstruct":
-            out.append(reconstruct_example(tokens, rng, n_chunks=n, k=k, tokenizer=tokenizer))
+        elif stage == "reconstruct" or (stage == "sft" and rng.random() < config.recon_p):
+            m = n if stage == "reconstruct" else 1
+            out.append(reconstruct_example(tokens, rng, n_chunks=m, k=k, tokenizer=tokenizer))
         elif stage == "cpt":
             out.append(
                 cpt_example(
@@ -364,12 +383,20 @@ def stage_examples(
         else:
             # Held-out tasks use seeds no training step reaches.
             base = (1 << 40) if split == "heldout" else 0
-            task = mixed_example(
-                base + (step * 1_000 + rank) * config.batch_size + j, size=task_size(n)
-            )
+            seed_j = base + (step * 1_000 + rank) * config.batch_size + j
+            if sft_tasks == "natural":
+                task = natural_example(seed_j, size=task_size(n))
+            else:
+                task = mixed_example(seed_j, size=task_size(n))
             expand = sft_expansion(task, tokenizer, rng, config, k)
             ex, _ = layout_task(
-                task, tokenizer, k=k, expand=expand, rng=rng, expand_p=config.expand_p
+                task,
+                tokenizer,
+                k=k,
+                template=template,
+                expand=expand,
+                rng=rng,
+                expand_p=config.expand_p,
             )
             out.append(ex)
     return out

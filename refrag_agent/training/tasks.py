@@ -23,7 +23,9 @@ Tool-call format (what the decoder writes, and what a ``tool_call`` segment hold
     <|tool_call|>{"arguments": {"city": "Oslo"}, "name": "get_weather"}<|end|>
 
 one JSON object with exactly the keys ``name`` (a tool listed in the system segment) and
-``arguments`` (an object), written by ``tools.protocol.call_text``, followed by ``<|end|>``.
+``arguments`` (an object), written by ``tools.protocol.call_text``, after the model
+template's call marker (``calls_tool``: the example's answer is the JSON; ``layout_task``
+adds the marker of the template it lays the example out in).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from typing import Literal, get_args
 from typing_extensions import assert_never
 
 from refrag_agent.errors import InvalidInput
-from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.tools.protocol import call_text
 
 TaskName = Literal[
@@ -125,6 +126,7 @@ class TaskExample:
     question: str
     answer: str
     references: tuple[str, ...]
+    calls_tool: bool = False  # the answer is a call's JSON, written after the call marker
 
 
 def _key(rng: random.Random) -> str:
@@ -257,8 +259,7 @@ def _tool_call(rng: random.Random, size: int) -> tuple[list[Segment], str, str, 
     arg, choices = _TOOLS[name]
     value = rng.choice(choices) if choices else str(rng.randint(1000, 9999))
     call = call_text(name, {arg: value})
-    answer = f"{REFRAG_TEMPLATE.tool_call}{call}"
-    return segments, _TOOL_QUESTIONS[name].format(v=value), answer, (call,)
+    return segments, _TOOL_QUESTIONS[name].format(v=value), call, (call,)
 
 
 def make_example(task: TaskName, seed: int, *, size: int = 16) -> TaskExample:
@@ -277,7 +278,9 @@ def make_example(task: TaskName, seed: int, *, size: int = 16) -> TaskExample:
             segments, question, answer, refs = _tool_call(rng, size)
         case _:
             assert_never(task)
-    return TaskExample(task, seed, tuple(segments), question, answer, refs)
+    return TaskExample(
+        task, seed, tuple(segments), question, answer, refs, calls_tool=task == "tool_call"
+    )
 
 
 def mixed_example(seed: int, *, size: int = 16, tasks: tuple[TaskName, ...] = TASKS) -> TaskExample:
