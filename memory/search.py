@@ -1,5 +1,15 @@
 """Hybrid search: a vector ranking and a full-text ranking fused by reciprocal rank
-(Cormack et al., 2009), scoped by the store."""
+(Cormack et al., 2009), scoped by the store.
+
+The scope filter is a LanceDB prefilter (its default for ``where`` on vector and full-text
+queries), answered by the scalar indexes that housekeeping builds on the key columns
+(bitmaps on tenant and encoder, a B-tree on session; see :mod:`.chunks`). The two rankings
+run concurrently. LanceDB's own hybrid query with its ``RRFReranker`` runs the same two
+queries and the same fusion, but it was slower here (tenant-wide at 200K chunks: p95 about
+45 ms against about 20 ms for the two queries alone: it normalises scores and merges Arrow
+tables in Python) and it does not tell each hit's rank in each list, which
+:class:`~.records.SearchHit` carries; so the fusion is :func:`rrf`.
+"""
 
 from __future__ import annotations
 
