@@ -34,7 +34,7 @@ import torch
 
 from refrag_agent.errors import ModelError
 from refrag_agent.logs import get_logger
-from refrag_agent.model.decoder import check_decoder, decoder_fingerprint
+from refrag_agent.model.decoder import decoder_fingerprint, load_decoder
 from refrag_agent.model.fingerprint import Fingerprint
 from refrag_agent.model.quiet import quiet_transformers
 from refrag_agent.model.tokenizer import HFTokenizer
@@ -42,7 +42,6 @@ from refrag_agent.model.tokenizer import HFTokenizer
 log = get_logger(__name__)
 
 CONVERSION_FILE = "conversion.json"
-WEIGHTS_FILE = "model.safetensors"
 # Called as progress(stage, done, total) while a conversion runs; done counts finished stages.
 Progress = Callable[[str, int, int], None]
 # The stages of a conversion, in order (progress reports each as it starts).
@@ -145,7 +144,7 @@ def load_base_decoder(
     """The base decoder (eval mode, fp32) and its tokenizer, converting first if needed."""
     directory = base_decoder_dir(base, cache=cache, progress=progress)
     started = time.perf_counter()
-    model = load_converted(directory)
+    model = load_decoder(directory)
     tokenizer = HFTokenizer.load(directory)
     log.info("base decoder loaded", name=base.name, seconds=round(time.perf_counter() - started, 2))
     return model, tokenizer
@@ -161,49 +160,6 @@ def base_fingerprint(base: BaseDecoder = SMOLLM2, *, cache: Path | None = None) 
     directory = base_decoder_dir(base, cache=cache)
     record = json.loads((directory / CONVERSION_FILE).read_text(encoding="utf-8"))
     return Fingerprint.from_dict(record["decoder_fingerprint"])
-
-
-def load_converted(directory: Path) -> Any:
-    """A converted directory's decoder, built on the meta device and given the saved tensors.
-
-    ``from_pretrained`` first initialises every weight, then overwrites it; building the
-    module without storage and assigning the file's tensors skips that work.
-    """
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    try:
-        with quiet_transformers():
-            config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        state = load_file(str(directory / WEIGHTS_FILE))
-    except (OSError, ValueError) as e:
-        raise ModelError("could not load the converted base decoder", path=str(directory)) from e
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-    if set(missing) - tied or unexpected:
-        raise ModelError(
-            "the converted weights do not fit the config",
-            path=str(directory),
-            missing=sorted(set(missing) - tied)[:5],
-            unexpected=sorted(unexpected)[:5],
-        )
-    if tied:
-        model.lm_head.weight = model.get_input_embeddings().weight
-    _materialise_buffers(model, config)
-    model.eval()
-    return check_decoder(model, source=str(directory))
-
-
-def _materialise_buffers(model: Any, config: Any) -> None:
-    """Rebuild the modules whose computed buffers (RoPE frequencies) are still on meta."""
-    for name, module in list(model.named_modules()):
-        if any(b.is_meta for b in module.buffers(recurse=False)):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, type(module)(config=config))
-    assert not any(p.is_meta for p in model.parameters()), "a parameter was left on meta"
 
 
 @contextmanager
