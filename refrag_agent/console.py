@@ -12,6 +12,7 @@ from refrag_agent.agent import Agent
 from refrag_agent.budget import Budget
 from refrag_agent.errors import ScopeError
 from refrag_agent.memory import MemoryStore
+from refrag_agent.model.base_decoder import base_decoder_dir
 from refrag_agent.plan import PlanLog
 from refrag_agent.reply import ReplyDone, TextDelta
 from refrag_agent.timeline import Scope
@@ -91,6 +92,4 @@ def progress_bar(
 
 def run_prepare() -> None:
     """Convert the base decoder into the local cache (once) and print where it is."""
-    from refrag_agent.model.base_decoder import base_decoder_dir
-
     print(f"base decoder: {base_decoder_dir(progress=progress_bar())}")
