@@ -200,3 +200,13 @@ def test_progress_bar_draws_one_line() -> None:
     bar("hashing", 0, 2)
     bar("done", 2, 2)
     assert out.getvalue() == f"\r[----] 0/2 {'hashing':<30}\r[####] 2/2 {'done':<30}\n"
+
+
+def test_prepare_command_prints_the_cache(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from refrag_agent.cli import main
+
+    monkeypatch.setenv("REFRAG_AGENT_CACHE", str(cache))
+    assert main(["prepare"]) == 0
+    assert capsys.readouterr().out == f"base decoder: {cache / SMOLLM2.name}\n"
