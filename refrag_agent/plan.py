@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +52,23 @@ class ChunkDecision(BaseModel):
     n_tokens: int
 
 
+class DroppedSegment(BaseModel):
+    """A segment of the timeline left out of the prompt, and why.
+
+    ``window``: it did not fit the room left after the pins, the newest turns and the
+    segments retrieval ranked above it; ``tool_pair``: it fitted, but the other half of its
+    tool call/output pair did not, and a pair goes in whole or not at all.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    segment_id: str
+    kind: SegmentKind
+    seq: int
+    positions: int  # what it would have cost unexpanded, frame included
+    reason: Literal["window", "tool_pair"]
+
+
 class ContextPlan(BaseModel):
     """The layout and cost of one decoder call."""
 
@@ -70,6 +87,7 @@ class ContextPlan(BaseModel):
     chunks_compressed: int
     effective_compression: float  # tokens held / positions fed
     segments_left_in_store: int = 0  # older segments that did not fit and were not retrieved
+    dropped: list[DroppedSegment] = Field(default_factory=list)  # those segments, oldest first
     ttft_s: float = 0.0
     tokens_per_s: float = 0.0
     finish_reason: str = ""

@@ -23,7 +23,6 @@ from refrag_agent.context import (
     concat_batches,
     draft,
     fits,
-    frame_positions,
     gather,
     order_segments,
     pinned_ids,
@@ -32,13 +31,14 @@ from refrag_agent.context import (
     select,
     stored_context,
 )
+from refrag_agent.context.window import frames
 from refrag_agent.errors import InvalidInput
 from refrag_agent.memory import ChunkBatch, MemoryStore
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.plan import ContextPlan
 from refrag_agent.policies import ExpansionPolicy
-from refrag_agent.timeline import Chunk, Scope, Segment
+from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
 
 RECALL_SEGMENTS = 4  # segments brought in from the tenant's other sessions, at most
 
@@ -81,11 +81,13 @@ class Planner:
     def check_query(self, asked: Segment, *, max_new_tokens: int, preamble: str = "") -> None:
         """Raise :class:`InvalidInput` unless the query, as tokens, and the answer fit the
         decoder's window; nothing is read or written."""
-        frame = frame_positions(self.model.template, self.model.tokenizer)
+        frame = frames(self.model.template, self.model.tokenizer)
         self._check_fits(asked, self._room(max_new_tokens, preamble), frame, max_new_tokens)
 
-    def _check_fits(self, asked: Segment, room: int, frame: int, max_new_tokens: int) -> None:
-        if room <= frame:
+    def _check_fits(
+        self, asked: Segment, room: int, frame: dict[SegmentKind, int], max_new_tokens: int
+    ) -> None:
+        if room <= frame[asked.kind]:
             window = self.model.shape.max_positions
             raise InvalidInput(
                 "max_new_tokens leaves no room for the prompt in the decoder's window",
@@ -97,7 +99,7 @@ class Planner:
             raise InvalidInput(
                 "the query does not fit the decoder's window as tokens",
                 query_tokens=asked.n_tokens,
-                limit=room - frame,
+                limit=room - frame[asked.kind],
                 max_new_tokens=max_new_tokens,
                 fix="shorten the query, or store long text with add_document and ask about it",
             )
@@ -115,7 +117,7 @@ class Planner:
         """The plan that answers ``query`` and its record; the query need not be stored."""
         store, model = self.store, self.model
         tokenizer, template = model.tokenizer, model.template
-        frame = frame_positions(template, tokenizer)
+        frame = frames(template, tokenizer)
         room = self._room(max_new_tokens, preamble)
         asked, text = query.segment, query.segment.text
         self._check_fits(asked, room, frame, max_new_tokens)
@@ -161,7 +163,8 @@ class Planner:
             chunks_expanded=expanded,
             chunks_compressed=len(layout.chunks) - expanded,
             effective_compression=plan.n_tokens_held / plan.n_positions,
-            segments_left_in_store=len(segments) - len(gathered.kept),
+            segments_left_in_store=len(gathered.dropped),
+            dropped=gathered.dropped,
         )
         return plan, record
 
