@@ -16,7 +16,7 @@ import pytest
 
 from refrag_agent.agent import Agent
 from refrag_agent.budget import Budget
-from refrag_agent.engines import BUNDLED_MODEL, ScriptedEngine
+from refrag_agent.engines import TINY_MODEL, ScriptedEngine
 from refrag_agent.model.assembly import ExpandedChunk, Placement, PlacementPlan, TokenSpan
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
@@ -47,7 +47,7 @@ QUESTION = "What is the wifi password?"
 def model(minilm: ChunkEncoder) -> RefragModel:
     """The bundled model's BPE tokenizer (so text splits as it does in use), a small random
     decoder with room for the whole conversation, and the real encoder."""
-    tokenizer = load_tokenizer(BUNDLED_MODEL / "tokenizer")
+    tokenizer = load_tokenizer(TINY_MODEL / "tokenizer")
     decoder = random_decoder("llama", vocab_size=tokenizer.vocab_size, hidden_size=32, seed=1)
     return RefragModel.create(tokenizer=tokenizer, decoder=decoder, encoder=minilm)
 

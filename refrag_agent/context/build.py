@@ -90,12 +90,6 @@ def span(tokenizer: Tokenizer, text: str) -> TokenSpan:
     return TokenSpan(tuple(tokenizer.encode(text, allow_special=True)))
 
 
-def frame_positions(template: ChatTemplate, tokenizer: Tokenizer) -> int:
-    """Positions a segment's frame costs at most: its header and its end."""
-    end = len(span(tokenizer, template.end).token_ids)
-    return end + max(len(span(tokenizer, template.header(k)).token_ids) for k in SegmentKind)
-
-
 def draft(
     segments: Sequence[ContextSegment],
     *,

@@ -21,7 +21,13 @@ and :mod:`~refrag_agent.engines.batching`. Engines import neither the agent nor 
 from refrag_agent.engines.local import LocalEngine
 from refrag_agent.engines.protocol import Engine
 from refrag_agent.engines.remote import API_KEY_ENV, RemoteEngine
-from refrag_agent.engines.resolve import BUNDLED_MODEL, default_model, open_engine, resolve_model
+from refrag_agent.engines.resolve import (
+    BUNDLED_MODEL,
+    TINY_MODEL,
+    default_model,
+    open_engine,
+    resolve_model,
+)
 from refrag_agent.engines.scheduler import BatchLimits
 from refrag_agent.engines.scripted import ScriptedEngine
 from refrag_agent.engines.vllm import VLLMEngine, completion_request
@@ -29,6 +35,7 @@ from refrag_agent.engines.vllm import VLLMEngine, completion_request
 __all__ = [
     "API_KEY_ENV",
     "BUNDLED_MODEL",
+    "TINY_MODEL",
     "BatchLimits",
     "Engine",
     "LocalEngine",

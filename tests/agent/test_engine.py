@@ -8,7 +8,7 @@ import pytest
 
 from refrag_agent import Budget, InvalidInput
 from refrag_agent.agent import Agent
-from refrag_agent.engines import ScriptedEngine
+from refrag_agent.engines import TINY_MODEL, ScriptedEngine
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.reply import ReplyDone, TextDelta
 from refrag_agent.timeline import SegmentKind
@@ -81,7 +81,7 @@ def _lookup_order(order_id: int) -> dict[str, int]:
 async def test_the_bundled_model_never_stores_a_call_it_was_not_offered(tmp_path: Path) -> None:
     # The bundled tiny model answers statements with tool calls when it can; offered no
     # tools, the call marker ends its answer, so nothing of a call reaches memory.
-    async with Agent.open(model=None, memory=tmp_path) as agent:
+    async with Agent.open(model=TINY_MODEL, memory=tmp_path) as agent:
         chat = agent.session(tenant="acme", session="a")
         for statement in ("My order number is 7731.", "Please remember my locker code 4821."):
             reply = await chat.respond(statement, max_new_tokens=32)

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from refrag_agent import InvalidInput, SegmentKind
 from refrag_agent.agent import Agent
+from refrag_agent.engines import TINY_MODEL
 
 CONVERSATION: list[dict[str, Any]] = [
     {"role": "system", "content": "You are a support agent."},
@@ -41,7 +42,7 @@ CONVERSATION: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
-    async with Agent.open(model=None, memory=tmp_path / "memory") as opened:
+    async with Agent.open(model=TINY_MODEL, memory=tmp_path / "memory") as opened:
         yield opened
 
 

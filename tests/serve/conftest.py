@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from refrag_agent.budget import Budget
-from refrag_agent.engines import default_model
+from refrag_agent.engines import TINY_MODEL, resolve_model
 from refrag_agent.memory import MemoryStore
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
@@ -31,8 +31,8 @@ def serve_model(byte_tokenizer: TiktokenTokenizer, minilm: ChunkEncoder) -> Refr
 
 @pytest.fixture(scope="session")
 def bundled_model() -> RefragModel:
-    """The bundled trained model: it answers and calls tools in the template's format."""
-    return default_model()
+    """The tiny trained model: it answers and calls tools in its template's format."""
+    return resolve_model(TINY_MODEL)
 
 
 MakeServer = Callable[..., RefragServer]
