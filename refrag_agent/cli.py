@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--memory", type=Path, default=None, help="memory folder (default: fresh)")
     demo.add_argument("--p", type=float, default=0.1, help="fraction of chunks to expand")
     demo.add_argument("--max-new-tokens", type=int, default=24, help="answer length cap")
+    demo.add_argument(
+        "--no-full-tokens",
+        action="store_true",
+        help="skip the full-token baseline (tens of seconds of prefill on a CPU)",
+    )
 
     chat = sub.add_parser("chat", help="an interactive session with persistent memory")
     inspect = sub.add_parser("inspect", help="show a session's timeline and recent plans")
@@ -129,6 +134,17 @@ def _parser() -> argparse.ArgumentParser:
         which.choices[name].add_argument(
             "--model", default=None, help="checkpoint directory (default: bundled)"
         )
+    latency = which.choices["latency"]
+    latency.add_argument(
+        "--sdk",
+        action="store_true",
+        help="through Session.respond on a real model (default: the embedded one)",
+    )
+    latency.add_argument("--model", default=None, help="with --sdk: checkpoint directory")
+    latency.add_argument(
+        "--context-tokens", type=int, default=6000, help="with --sdk: tokens in the session"
+    )
+    latency.add_argument("--repeats", type=int, default=3, help="with --sdk: calls per side")
     every = which.add_parser("all", help="every benchmark, then plots and a summary page")
     every.add_argument("--quick", action="store_true", help="short run (under 10 min, 2 cores)")
     every.add_argument(
@@ -161,14 +177,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from refrag_agent.demo import run_demo
 
-            asyncio.run(
+            report = asyncio.run(
                 run_demo(
                     model=args.model,
                     memory=args.memory,
                     budget=Budget(p=args.p),
                     max_new_tokens=args.max_new_tokens,
+                    full_tokens=not args.no_full_tokens,
                 )
             )
+            print(report.format())
         elif args.command == "chat":
             from refrag_agent.console import run_chat
 
@@ -245,6 +263,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from refrag_agent.bench.all import run_bench_command
 
             return run_bench_command(args)
+        elif args.bench == "latency" and args.sdk:
+            from refrag_agent.bench.sdk_latency import format_sdk_row, run_sdk_latency_bench
+
+            payload = asyncio.run(
+                run_sdk_latency_bench(
+                    args.model,
+                    context_tokens=args.context_tokens,
+                    repeats=args.repeats,
+                    json_path=args.json,
+                )
+            )
+            print(format_sdk_row(payload["row"]))
         elif args.bench == "latency":
             from refrag_agent.bench.latency import run_latency_bench
 
