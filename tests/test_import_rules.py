@@ -41,7 +41,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("context", (f"{PACKAGE}.context",), False),
     ("engines", (f"{PACKAGE}.engines",), False),
     ("products", tuple(f"{PACKAGE}.{m}" for m in ("agent", "serve", "training")), False),
-    ("apps", (PACKAGE, *(f"{PACKAGE}.{m}" for m in ("bench", "cli", "console", "demo"))), True),
+    (
+        "apps",
+        (PACKAGE, *(f"{PACKAGE}.{m}" for m in ("bench", "cli", "console", "demo", "demo_script"))),
+        True,
+    ),
 )
 # Modules that belong to a unit but live beside it.
 PART_OF = {
