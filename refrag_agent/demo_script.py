@@ -645,6 +645,38 @@ _GIT = (
     Line(A, "Good call. Late September often still feels like summer there."),
 )
 
+_GIFT = (
+    Line(
+        U,
+        "My dad turns seventy next month and I have no idea what to get him. He likes "
+        "gardening, old films and long walks, and he says he doesn't need anything.",
+    ),
+    Line(
+        A,
+        "People who say they need nothing often love an experience or something they would "
+        "never buy themselves. A few ideas: a day at a famous garden with lunch included; "
+        "a restored box set of the films he grew up with, with an evening to watch one "
+        "together; a good pair of walking boots, fitted in a shop rather than bought online; "
+        "or a book of photographs of the places he used to walk, with your own notes in the "
+        "margins. If the family chips in, a weekend away on a walking route he has always "
+        "talked about could be the present he remembers.",
+    ),
+    Line(U, "The garden day is a great idea. He's been talking about the rose garden for years."),
+    Line(
+        A,
+        "Then that's the one. June is the best month for roses, so if his birthday is in "
+        "late spring, the timing works perfectly. You could add a small rose for his own "
+        "garden as a souvenir of the day.",
+    ),
+    Line(U, "Love it. Also, I've started running again, twice a week. Any advice?"),
+    Line(
+        A,
+        "Build up slowly: keep most runs at a pace where you could chat, add no more than "
+        "about ten percent to your weekly distance, and take a rest day after each run at "
+        "first. Sore knees or shins are a sign to ease off, not to push through.",
+    ),
+)
+
 _CHAT_LATE = (
     Line(U, "I'm trying to pack light. Is a carry-on enough for four days?"),
     Line(
@@ -655,6 +687,18 @@ _CHAT_LATE = (
     ),
     Line(U, "Ha, fair. I always bring back too many tins of sardines."),
     Line(A, "They make excellent presents, and they travel well."),
+    Line(
+        U,
+        "Should I change money before I go, or just use my card there? Last time the "
+        "airport exchange rate was terrible.",
+    ),
+    Line(
+        A,
+        "Use your card for most things; cards are accepted almost everywhere in Lisbon, "
+        "and contactless works on the metro gates too. Take out a little cash from a bank "
+        "machine in town for small cafés and markets, and always choose to be charged in "
+        "euros when the machine asks, because the conversion it offers is usually worse.",
+    ),
 )
 
 _UPDATE = (
@@ -699,6 +743,7 @@ def script() -> tuple[Line, ...]:
         *_INBOX,
         Line(doc, _NEWSLETTER, source="newsletter"),
         Line(doc, _SLEEP, source="podcast-notes"),
+        *_GIFT,
         *_RECIPE,
         Line(doc, _INSURANCE, source="insurance"),
         Line(doc, _LEASE, source="storage-terms"),
