@@ -18,7 +18,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tqdm import tqdm
 
@@ -40,13 +40,16 @@ _TOPICS = (
 QUESTIONS = ("What did the report say about the supplier?", "How does the build start?")
 
 
-def conversation(model: RefragModel, n_tokens: int) -> list[tuple[str, str]]:
+Role = Literal["user", "assistant"]
+
+
+def conversation(model: RefragModel, n_tokens: int) -> list[tuple[Role, str]]:
     """(role, text) turns totalling about ``n_tokens`` tokens of the model's tokenizer."""
-    turns: list[tuple[str, str]] = []
+    turns: list[tuple[Role, str]] = []
     total, i = 0, 0
     while total < n_tokens:
         text = " ".join(_TOPICS[(i + j) % len(_TOPICS)] for j in range(4))
-        role = "user" if i % 2 == 0 else "assistant"
+        role: Role = "user" if i % 2 == 0 else "assistant"
         turns.append((role, text))
         total += len(model.tokenizer.encode(text))
         i += 1
