@@ -131,8 +131,29 @@ def _parser() -> argparse.ArgumentParser:
         b.add_argument("--quick", action="store_true", help="short run")
         b.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
     for name in ("quality", "policies"):
-        which.choices[name].add_argument(
-            "--model", default=None, help="checkpoint directory (default: bundled)"
+        b = which.choices[name]
+        b.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
+        b.add_argument(
+            "--qa-set",
+            choices=("natural", "templates"),
+            default=None,
+            help="held-out QA: natural dialogues + hand-written (default for ChatML models) "
+            "or the templated tasks (default for the tiny model)",
+        )
+        b.add_argument(
+            "--prose",
+            choices=("manpages", "stdlib"),
+            default=None,
+            help="held-out text: manual pages (default for ChatML models) or the corpus's "
+            "held-out files",
+        )
+        b.add_argument(
+            "--n",
+            type=int,
+            default=None,
+            metavar="N",
+            help="text windows and generated questions (quality asks every hand-written "
+            "question, policies N of them)",
         )
     latency = which.choices["latency"]
     latency.add_argument(
@@ -258,7 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from refrag_agent.bench.quality import run_quality_bench
 
             run = run_quality_bench if args.bench == "quality" else run_policies_bench
-            run(quick=args.quick, json_path=args.json, model=args.model)
+            run(
+                quick=args.quick,
+                json_path=args.json,
+                model=args.model,
+                n_examples=args.n,
+                qa_set=args.qa_set,
+                prose=args.prose,
+            )
         elif args.bench in ("all", "summary"):
             from refrag_agent.bench.all import run_bench_command
 

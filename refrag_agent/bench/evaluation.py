@@ -11,8 +11,12 @@ Two measures, both on data no training step saw:
   updated facts, unanswerable questions) laid out as the SDK lays them out; the answer is
   generated greedily and scored by exact match after trimming and case-folding.
 
-Held-out task seeds start at :data:`QA_SEED_BASE`, above every seed the training stages
-draw; held-out text comes from the files the corpus split rule holds out.
+Two QA sets (:data:`QaSet`): ``natural``, the held-out generator family of the natural
+dialogues (phrasings, names and attributes no training example has) plus the hand-written
+conversations, for decoders with a chat template of their own; ``templates``, the templated
+task generators the from-scratch tiny model was trained on. Held-out task seeds start at
+:data:`QA_SEED_BASE`, above every seed the training stages draw; held-out text comes from
+the files the corpus split rule holds out, or from manual pages (:mod:`.manpages`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from typing_extensions import assert_never
 
 from refrag_agent.budget import Budget
 from refrag_agent.context import ChunkSlot, ContextSegment, draft, policy_input
@@ -34,6 +39,7 @@ from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.timeline import SegmentKind
 from refrag_agent.training.data import build_corpus, tokenize_split
+from refrag_agent.training.dialogues import load_handwritten, natural_example
 from refrag_agent.training.presets import get_preset
 from refrag_agent.training.stages import (
     Example,
@@ -50,6 +56,9 @@ QA_SEED_BASE = 1 << 44  # above the SFT (< 2**40 + ...) and RL (2**32 + ...) see
 QA_TASKS: tuple[TaskName, ...] = ("memory_qa", "fact_update", "unanswerable")
 QA_SIZE = task_size(8)  # the context size the rl stage trains the policy on
 TextMode = Literal["none", "full", "compressed"]
+QaSet = Literal["natural", "templates"]
+ProseSource = Literal["manpages", "stdlib"]
+ANSWER_SLACK = 4  # tokens past the longest answer: any longer output cannot match exactly
 
 
 @dataclass(frozen=True)
@@ -84,10 +93,42 @@ def heldout_windows(
 
 
 def qa_examples(n: int, *, size: int = QA_SIZE) -> list[TaskExample]:
-    """``n`` held-out memory questions, the tasks taken in turn."""
+    """``n`` held-out templated memory questions, the tasks taken in turn."""
     return [
         make_example(QA_TASKS[i % len(QA_TASKS)], QA_SEED_BASE + i, size=size) for i in range(n)
     ]
+
+
+def natural_heldout(n: int, *, size: int = QA_SIZE) -> list[TaskExample]:
+    """``n`` dialogues of the held-out generator family, at seeds no training draws."""
+    return [natural_example(QA_SEED_BASE + i, size=size, family="heldout") for i in range(n)]
+
+
+def default_qa_set(model: RefragModel) -> QaSet:
+    """``natural`` for a decoder prompted in ChatML, ``templates`` for the tiny one."""
+    return "natural" if model.template.name == "chatml" else "templates"
+
+
+def default_prose(model: RefragModel) -> ProseSource:
+    """Manual pages for a pretrained decoder; the corpus's held-out files for the tiny one."""
+    return "manpages" if model.template.name == "chatml" else "stdlib"
+
+
+def qa_sets(
+    qa_set: QaSet, n: int, *, size: int = QA_SIZE, n_handwritten: int | None = None
+) -> dict[str, list[TaskExample]]:
+    """The held-out questions by part: ``n`` generated, and the hand-written ones (all, or
+    ``n_handwritten`` of them spread evenly over the set)."""
+    if qa_set == "natural":
+        written = load_handwritten()
+        if n_handwritten is not None and n_handwritten < len(written):
+            step = len(written) / n_handwritten
+            written = [written[int(i * step)] for i in range(n_handwritten)]
+        return {"generated": natural_heldout(n, size=size), "handwritten": written}
+    elif qa_set == "templates":
+        return {"templates": qa_examples(n, size=size)}
+    else:
+        assert_never(qa_set)
 
 
 def no_context(task: TaskExample) -> TaskExample:
@@ -109,6 +150,8 @@ class Evaluator:
             part.requires_grad_(False).eval()
         self.cache = VectorCache(model.encoder)
         self._lm = RefragLM(model.decoder, model.projector, model.encoder)
+        # Greedy answers by (task, chunks expanded): policies often pick the same chunks.
+        self._answers: dict[tuple[TaskExample, frozenset[int]], str] = {}
 
     @cached_property
     def bos(self) -> int:
@@ -200,9 +243,30 @@ class Evaluator:
 
     def exact_match_rate(self, tasks: Sequence[TaskExample], expansions: Sequence[Any]) -> float:
         """Share of ``tasks`` answered exactly, each laid out with its expansion."""
-        examples = [self.qa_layout(t, e)[0] for t, e in zip(tasks, expansions, strict=True)]
-        hits = [exact_match(t, a) for t, a in zip(tasks, self.answers(examples), strict=True)]
+        hits = self.exact_matches(tasks, expansions)
         return round(sum(hits) / len(hits), 4)
+
+    def exact_matches(self, tasks: Sequence[TaskExample], expansions: Sequence[Any]) -> list[bool]:
+        """Whether each task is answered exactly, laid out with its expansion."""
+        outputs = self.task_answers(tasks, expansions)
+        return [exact_match(t, a) for t, a in zip(tasks, outputs, strict=True)]
+
+    def task_answers(self, tasks: Sequence[TaskExample], expansions: Sequence[Any]) -> list[str]:
+        """Greedy answers to ``tasks``, each laid out with its expansion; an answer already
+        generated for the same task and chunks is reused."""
+        keys, todo = [], {}
+        for task, expand in zip(tasks, expansions, strict=True):
+            example, inputs = self.qa_layout(task, expand)
+            key = (task, frozenset(i for i in range(inputs.n_chunks) if i in expand))
+            keys.append(key)
+            if key not in self._answers:
+                todo[key] = example
+        if todo:
+            tok = self.model.tokenizer
+            longest = max(len(tok.encode(t.answer)) for t, _ in todo)
+            outputs = self.answers(list(todo.values()), max_new_tokens=longest + ANSWER_SLACK)
+            self._answers.update(zip(todo, outputs, strict=True))
+        return [self._answers[k] for k in keys]
 
     @torch.no_grad()
     def answers(self, examples: Sequence[Example], *, max_new_tokens: int = 24) -> list[str]:

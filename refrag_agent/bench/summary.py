@@ -39,8 +39,15 @@ GAP_TARGET = (
     "Learned policy at p = 0.1 closes at least 80% of the gap from no expansion to full context "
     "on memory QA"
 )
-PPL_TARGET = "REFRAG k = 16 log-perplexity closer to full context than to no context"
+PPL_TARGET = (
+    "REFRAG k = 16 with nothing expanded closes at least 30% of the log-perplexity gap from "
+    "no context to full context on held-out prose"
+)
+FULL_EM_TARGET = "Full context as tokens: at least 80% exact match on held-out natural memory QA"
 EM_TARGET = "Learned policy at p = 0.1 keeps at least 90% of full-context exact match on memory QA"
+COUNTERFACTUAL_TARGET = (
+    "With the answer's chunk compressed, more than 50% of answers follow a changed value in it"
+)
 SERVE_TARGET = "Output throughput over full-context decoding at 16K context tokens: above 6.78x"
 STORE_LIMIT_MS = 50  # the default when a store payload does not record its targets
 
@@ -53,7 +60,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
         SEARCH_TARGET.format("across a tenant", STORE_LIMIT_MS),
     ),
     "policies": (BEATS_TARGET, GAP_TARGET),
-    "quality": (PPL_TARGET, EM_TARGET),
+    "quality": (PPL_TARGET, FULL_EM_TARGET, EM_TARGET, COUNTERFACTUAL_TARGET),
     "serve": (SERVE_TARGET,),
 }
 
@@ -512,11 +519,13 @@ def _gap_verdict(block: Mapping[str, Any]) -> Verdict:
 
 def _quality(payload: Mapping[str, Any]) -> _Section:
     ppl, qa = payload["perplexity"], payload["memory_qa"]
+    source = f" of {ppl['source']}" if "source" in ppl else ""
     section = _Section(
         notes=[
-            f"Perplexity: {ppl['n_examples']:,} examples, {ppl['context_tokens']:,} context "
-            f"tokens then {ppl['target_tokens']:,} target tokens scored.",
-            f"Memory QA: {qa['n_examples']:,} questions, exact match.",
+            f"Perplexity: {ppl['n_examples']:,} examples{source}, {ppl['context_tokens']:,} "
+            f"context tokens then {ppl['target_tokens']:,} target tokens scored.",
+            f"Memory QA: {qa['n_examples']:,} questions ({qa.get('qa_set', 'templates')} set), "
+            "exact match.",
         ]
     )
     by_name = {r["name"]: r["log_ppl"] for r in ppl["rows"]}
@@ -538,27 +547,52 @@ def _quality(payload: Mapping[str, Any]) -> _Section:
             "lrrrrr",
         )
     )
+    parts = list(qa.get("sets", {}))
     section.tables.append(
         _table(
-            ["setting", "policy", "p", "exact match"],
+            ["setting", "policy", "p", "exact match", *parts],
             [
-                [r["name"], r["policy"] or "-", _p(r["p"]), _pct(r["exact_match"])]
+                [
+                    r["name"],
+                    r["policy"] or "-",
+                    _p(r["p"]),
+                    _pct(r["exact_match"]),
+                    *(_pct(r["by_set"][k]) for k in parts),
+                ]
                 for r in qa["rows"]
             ],
-            "llrr",
+            "llrr" + "r" * len(parts),
         )
     )
     k16 = by_name["REFRAG k=16"]
-    midpoint = (full + none) / 2
     detail = f"{k16:.3f} against {full:.3f} (full context) and {none:.3f} (no context)"
-    # Closer to full context *and* better than no context: a row worse than both bounds
-    # is not "closer to full" in any useful sense, whatever the distances say.
-    if abs(k16 - full) < abs(k16 - none) and k16 < none:
-        section.verdicts.append(Verdict(PPL_TARGET, "met", detail))
+    if full >= none:
+        section.verdicts.append(
+            Verdict(PPL_TARGET, "not measured", "full context is no better than none")
+        )
     else:
-        shortfall = f"{k16 - min(midpoint, none):.3f} nats (needs below {min(midpoint, none):.3f})"
-        section.verdicts.append(Verdict(PPL_TARGET, "missed", detail, shortfall))
+        closed = (none - k16) / (none - full)
+        section.verdicts.append(
+            _judge(
+                PPL_TARGET,
+                closed,
+                0.3,
+                lambda x: f"{_pct(x)} closed: {detail}",
+                higher_is_better=True,
+                short=_points,
+            )
+        )
     em = {r["name"]: r["exact_match"] for r in qa["rows"]}
+    if qa.get("qa_set") == "natural":
+        section.verdicts.append(
+            _judge(
+                FULL_EM_TARGET, em["full context"], 0.8, _pct, higher_is_better=True, short=_points
+            )
+        )
+    else:
+        section.verdicts.append(
+            Verdict(FULL_EM_TARGET, "not measured", "the templated QA set was asked")
+        )
     learned = next(
         (
             r["exact_match"]
@@ -582,12 +616,47 @@ def _quality(payload: Mapping[str, Any]) -> _Section:
                 short=_points,
             )
         )
+    section.verdicts.append(_counterfactual(payload, section))
     section.paper.append(
-        "Paper (LLaMA-2-7B, 20B training tokens): no loss in perplexity against full context "
-        "in many settings, and 9.3% lower perplexity than CEPE on average at k = 16. Ours is "
-        "a far smaller model: compare the ordering of the rows, not their values."
+        "Paper (LLaMA-2-7B, 20B training tokens): REFRAG-16 closes about 96% of the log-ppl "
+        "gap from no context to full context (1.076 against 1.069 full, 1.254 none; Table 1). "
+        "Ours is a far smaller model: compare the ordering of the rows, not their values."
     )
     return section
+
+
+def _counterfactual(payload: Mapping[str, Any], section: _Section) -> Verdict:
+    """The counterfactual's verdict; its figures and the reconstruction check as notes."""
+    rec = payload.get("reconstruction", {})
+    if "own" in rec:
+        own, other = rec["own"], rec["shuffled"]
+        digits = (
+            f"; digit tokens {_pct(own['digit_accuracy'])} against {_pct(other['digit_accuracy'])}"
+            if own.get("digit_accuracy") is not None and other.get("digit_accuracy") is not None
+            else ""
+        )
+        section.notes.append(
+            f"Single-chunk reconstruction ({rec['n_chunks']:,} held-out answer chunks, each "
+            f"from its own vector against another chunk's): tokens {_pct(own['token_accuracy'])}"
+            f" against {_pct(other['token_accuracy'])}{digits}."
+        )
+    cf = payload.get("counterfactual", {})
+    if not cf.get("n_examples"):
+        return Verdict(COUNTERFACTUAL_TARGET, "not measured", "no counterfactual in this run")
+    section.notes.append(
+        f"Answer chunk compressed, everything else as tokens ({cf['n_examples']:,} questions): "
+        f"exact match {_pct(cf['exact_match'])}; with the value in that chunk changed, "
+        f"{_pct(cf['follows_changed_value'])} follow the new value, "
+        f"{_pct(cf['keeps_old_value'])} keep the old one."
+    )
+    return _judge(
+        COUNTERFACTUAL_TARGET,
+        cf["follows_changed_value"],
+        0.5,
+        lambda x: f"{_pct(x)} follow the new value",
+        higher_is_better=True,
+        short=_points,
+    )
 
 
 # -- serve -------------------------------------------------------------------------------

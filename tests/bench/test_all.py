@@ -138,7 +138,7 @@ def test_unreadable_payload_keeps_the_rest_of_the_page() -> None:
     page = render_summary({"latency": broken, "store": fixture("store")})
     assert f"{UNREADABLE} `latency.json`: KeyError" in page
     assert "| latency | unreadable |" in page and "| store | ok |" in page
-    assert "| quality | not run | - | 0 of 2 measured |" in page
+    assert "| quality | not run | - | 0 of 4 measured |" in page
 
 
 def test_failing_bench_is_recorded_and_the_others_run(
