@@ -110,6 +110,12 @@ def counterfactual(ev: Evaluator, tasks: Sequence[TaskExample]) -> dict[str, Any
     right = [exact_match(t, a) for t, a in zip(originals, before, strict=True)]
     follows = [exact_match(c, a) for c, a in zip(changed, after, strict=True)]
     keeps = [exact_match(t, a) for t, a in zip(originals, after, strict=True)]
+    # Looser than exact match, for a model that answers in a sentence: the new value is
+    # in the answer and the old one is not.
+    mentions = [
+        c.references[0] in a and t.references[0] not in a
+        for t, c, a in zip(originals, changed, after, strict=True)
+    ]
     n = len(pairs)
     n_right = sum(right)
     return {
@@ -118,6 +124,7 @@ def counterfactual(ev: Evaluator, tasks: Sequence[TaskExample]) -> dict[str, Any
         "exact_match": round(n_right / n, 4),
         "follows_changed_value": round(sum(follows) / n, 4),
         "keeps_old_value": round(sum(keeps) / n, 4),
+        "mentions_changed_value": round(sum(mentions) / n, 4),
         "follows_when_right": (
             round(sum(f for f, r in zip(follows, right, strict=True) if r) / n_right, 4)
             if n_right

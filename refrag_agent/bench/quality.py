@@ -145,7 +145,7 @@ def run_quality_bench(
     qa_set = qa_set or default_qa_set(loaded)
     prose = prose or default_prose(loaded)
     n_text = n_examples or (16 if quick else 32)
-    n_qa = n_examples or (8 if quick else 30)
+    n_qa = n_examples or (8 if quick else 24)
     policies = PolicySet(ev)
     started = time.perf_counter()
     text_source = prose_windows(
@@ -223,7 +223,8 @@ def format_quality(result: dict[str, Any]) -> str:
         lines.append(
             f"answer chunk compressed, the rest as tokens (n={cf['n_examples']}): exact match "
             f"{cf['exact_match']:.3f}; value changed in that chunk: follows the new value "
-            f"{cf['follows_changed_value']:.3f}, keeps the old {cf['keeps_old_value']:.3f}"
+            f"{cf['follows_changed_value']:.3f}, keeps the old {cf['keeps_old_value']:.3f}, "
+            f"mentions the new {cf['mentions_changed_value']:.3f}"
         )
     rec = result.get("reconstruction", {})
     if "own" in rec:
