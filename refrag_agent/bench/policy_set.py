@@ -37,7 +37,7 @@ def load_bench_model(model: RefragModel | str | Path | None) -> tuple[RefragMode
     if isinstance(model, RefragModel):
         name = "in-memory model"
     else:
-        name = "bundled tiny" if model is None else str(model)
+        name = "embedded default" if model is None else str(model)
     return resolve_model(model), name
 
 

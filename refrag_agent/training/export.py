@@ -8,7 +8,7 @@ beside it, what made it:
     data_manifest.json     corpus files and sha256s, the split rule, tokenizer and seeds
     training_summary.json  per stage: steps, held-out loss before and after, seconds
 
-This is how the bundled model in ``refrag_agent/bundled/tiny`` was made.
+This is how the bundled models in ``refrag_agent/bundled`` (smol, tiny) were made.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from refrag_agent.errors import InvalidInput
 from refrag_agent.model.adapter import LoraSpec
 from refrag_agent.model.config import EncoderConfig
 from refrag_agent.model.tiny import Family
-from refrag_agent.training.curriculum import Curriculum, geometric_curriculum
+from refrag_agent.training.curriculum import Curriculum, CurriculumStage, geometric_curriculum
 from refrag_agent.training.data import CorpusConfig
 
 StageName = Literal["pretrain", "reconstruct", "cpt", "sft", "rl"]
@@ -341,6 +341,13 @@ the decoder (2.4M parameters), shipped without the base. docs/training.md says w
 """
 
 
+def _with_long_tail(curriculum: Curriculum, steps: int) -> Curriculum:
+    """``curriculum`` then ``steps`` on long layouts (32 and 64 chunks): a decoder that only
+    saw short contexts answers "not mentioned" when a long one is mostly compressed."""
+    tail = CurriculumStage(mix=((32, 1.0), (64, 1.0)), steps=steps)
+    return replace(curriculum, stages=(*curriculum.stages, tail))
+
+
 def _smol(scale: int = 1, name: str = "smol") -> Preset:
     # Sized on 2 busy CPU cores (1 thread): reconstruct ~2.7 s/step, SFT ~4-6 s/step.
     def steps(n: int) -> int:
@@ -382,8 +389,11 @@ def _smol(scale: int = 1, name: str = "smol") -> Preset:
             ),
             StageConfig(
                 "sft",
-                curriculum=geometric_curriculum(
-                    max_chunks=12, n_stages=3, first_steps=steps(100), last_steps=steps(100)
+                curriculum=_with_long_tail(
+                    geometric_curriculum(
+                        max_chunks=12, n_stages=3, first_steps=steps(100), last_steps=steps(100)
+                    ),
+                    steps(60),
                 ),
                 lr=5e-4,
                 batch_size=4,

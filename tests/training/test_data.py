@@ -6,8 +6,11 @@ import json
 
 import pytest
 
+from refrag_agent.model.tokenizer import TiktokenTokenizer
+from refrag_agent.template import CHATML_TEMPLATE, REFRAG_TEMPLATE, ChatTemplate
 from refrag_agent.training.bpe import train_bpe, train_tokenizer
 from refrag_agent.training.data import CorpusConfig, build_corpus, docstrings, is_heldout
+from refrag_agent.training.stages import layout_task
 from refrag_agent.training.tasks import NOT_MENTIONED, TASKS, make_example, mixed_example, score
 
 SMALL = CorpusConfig(max_files=16, max_chars_per_file=3000, heldout_percent=20)
@@ -67,8 +70,17 @@ def test_task_contents() -> None:
         ex = make_example("variable_tracking", seed, size=10)
         assert all(f"VAR {v} " in ex.segments[0].text for v in ex.references)
         ex = make_example("tool_call", seed, size=4)
-        assert ex.answer.startswith("<|tool_call|>")
-        call = json.loads(ex.answer.removeprefix("<|tool_call|>"))
+        assert ex.calls_tool  # the answer is the call's JSON; the layout adds the marker
+        call = json.loads(ex.answer)
         assert set(call) == {"name", "arguments"}
         assert call["name"] in ex.segments[0].text
     assert {mixed_example(s).task for s in range(200)} == set(TASKS)
+
+
+@pytest.mark.parametrize("template", [REFRAG_TEMPLATE, CHATML_TEMPLATE])
+def test_a_tool_call_target_starts_with_the_templates_own_marker(template: ChatTemplate) -> None:
+    tokenizer = TiktokenTokenizer.byte_level()
+    task = make_example("tool_call", 3, size=4)
+    example, _ = layout_task(task, tokenizer, k=16, template=template)
+    target = tokenizer.decode(example.target)
+    assert target == f"{template.tool_call}{task.answer}{template.answer_end}"
