@@ -13,9 +13,26 @@ import pytest
 import torch
 
 from refrag_agent.model.encoder import ChunkEncoder
+from refrag_agent.model.refrag import RefragModel
+from refrag_agent.model.tiny import random_decoder
 from refrag_agent.model.tokenizer import TiktokenTokenizer
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def random_agent_model(encoder: ChunkEncoder) -> RefragModel:
+    """A seeded random-weight Llama (4 layers, width 256, 16,384 positions), byte-level
+    tokenizer, MiniLM: its greedy answers run to their token limit."""
+    tokenizer = TiktokenTokenizer.byte_level()
+    decoder = random_decoder(
+        "llama",
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=256,
+        n_layers=4,
+        n_heads=4,
+        max_positions=16_384,
+    )
+    return RefragModel.create(tokenizer=tokenizer, decoder=decoder, encoder=encoder)
 
 
 @pytest.fixture(scope="session")

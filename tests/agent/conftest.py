@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 
 from refrag_agent.agent import Agent
-from refrag_agent.demo import build_model
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
+from tests.conftest import random_agent_model
 
 
 @pytest.fixture(scope="session")
 def agent_model(minilm: ChunkEncoder) -> RefragModel:
-    """The same seeded random tiny model the default falls back to, built once."""
-    return build_model(encoder=minilm)
+    """A seeded random tiny model, built once."""
+    return random_agent_model(minilm)
 
 
 @pytest.fixture

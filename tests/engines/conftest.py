@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from refrag_agent.demo import build_model
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tiny import random_decoder
 from refrag_agent.model.tokenizer import TiktokenTokenizer
+from tests.conftest import random_agent_model
 
 
 @pytest.fixture(scope="session")
@@ -23,4 +23,4 @@ def model(byte_tokenizer: TiktokenTokenizer, minilm: ChunkEncoder) -> RefragMode
 def agent_model(minilm: ChunkEncoder) -> RefragModel:
     """The demo's seeded random model (4 layers, width 256): its greedy answers run to
     their token limit instead of stopping at a template token."""
-    return build_model(encoder=minilm)
+    return random_agent_model(minilm)
