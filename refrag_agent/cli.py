@@ -195,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Each command imports what it runs, for import time: `refrag-agent --help` and a
     # mistyped option load no torch, and a command loads only its own stack.
     try:
+        if args.command in ("demo", "chat", "serve") and getattr(args, "model", None) is None:
+            from refrag_agent.console import prepare_base
+
+            prepare_base()  # the first run converts the default's base: with a bar, once
         if args.command == "demo":
             from refrag_agent.demo import run_demo
 

@@ -90,6 +90,11 @@ def progress_bar(
     return draw
 
 
+def prepare_base() -> None:
+    """Convert the embedded default's base decoder if it is not yet, drawing a bar."""
+    base_decoder_dir(progress=progress_bar())
+
+
 def run_prepare() -> None:
     """Convert the base decoder into the local cache (once) and print where it is."""
     print(f"base decoder: {base_decoder_dir(progress=progress_bar())}")

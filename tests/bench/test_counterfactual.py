@@ -8,14 +8,14 @@ from pathlib import Path
 from refrag_agent.bench.counterfactual import AllBut, changed_value, value_shape
 from refrag_agent.bench.evaluation import Evaluator, natural_heldout
 from refrag_agent.bench.manpages import manpage_windows, roff_to_text
-from refrag_agent.engines import default_model
+from refrag_agent.engines import TINY_MODEL, resolve_model
 from refrag_agent.model.assembly import CompressedChunk, ExpandedChunk
 from refrag_agent.training.stages import answer_chunks
 from refrag_agent.training.tasks import NOT_MENTIONED
 
 
 def test_the_changed_value_replaces_the_value_inside_the_answer_chunk() -> None:
-    ev = Evaluator(default_model())
+    ev = Evaluator(resolve_model(TINY_MODEL))
     tok = ev.model.tokenizer
     tasks = [t for t in natural_heldout(40) if t.answer != NOT_MENTIONED]
     swapped = 0
@@ -67,7 +67,7 @@ def test_manual_pages_become_plain_prose_windows(tmp_path: Path) -> None:
     folder.mkdir()
     for name in ("ls.1.gz", "ls-extra.1.gz", "cat.1.gz", "python3.1.gz"):
         (folder / name).write_bytes(gzip.compress((page * 20).encode()))
-    tok = default_model().tokenizer
+    tok = resolve_model(TINY_MODEL).tokenizer
     prose = manpage_windows(tok, n=2, context_tokens=32, target_tokens=8, root=tmp_path)
     # One page per command family (ls, cat), Python's pages skipped.
     assert prose.files == 2 and len(prose.windows) == 2

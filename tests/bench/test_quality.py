@@ -1,4 +1,5 @@
-"""The quality and policy-ablation benchmarks on the bundled model, at tiny sizes."""
+"""The quality and policy-ablation benchmarks on the tiny bundled model, at tiny sizes
+(the embedded default's figures come from full runs: its model card and BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from refrag_agent.bench.evaluation import Evaluator, heldout_windows, qa_examples
 from refrag_agent.bench.policies import run_policies_bench
 from refrag_agent.bench.quality import run_quality_bench
-from refrag_agent.engines import default_model
+from refrag_agent.engines import TINY_MODEL, resolve_model
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.training.dialogues import load_handwritten
 from refrag_agent.training.stages import EVERY_CHUNK
@@ -18,7 +19,7 @@ from refrag_agent.training.stages import EVERY_CHUNK
 
 @pytest.fixture(scope="module")
 def bundled() -> RefragModel:
-    return default_model()
+    return resolve_model(TINY_MODEL)
 
 
 def test_quality_payload_has_every_row_and_verdict(bundled: RefragModel, tmp_path: Path) -> None:
