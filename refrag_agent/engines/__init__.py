@@ -35,12 +35,12 @@ from refrag_agent.engines.vllm import VLLMEngine, completion_request
 __all__ = [
     "API_KEY_ENV",
     "BUNDLED_MODEL",
+    "TINY_MODEL",
     "BatchLimits",
     "Engine",
     "LocalEngine",
     "RemoteEngine",
     "ScriptedEngine",
-    "TINY_MODEL",
     "VLLMEngine",
     "completion_request",
     "default_model",
