@@ -23,6 +23,8 @@ from refrag_agent.errors import DecoderUnavailable
 from refrag_agent.model.assembly import CompressedChunk, PlacementPlan
 from refrag_agent.model.generation import Generation, SamplingParams, TokenEvent
 from refrag_agent.model.refrag import RefragModel
+from refrag_agent.template import REFRAG_TEMPLATE
+from refrag_agent.tools.protocol import CALL_START, END
 from refrag_agent.tools.testing import ScriptedDecoder, ScriptItem
 
 
@@ -54,9 +56,10 @@ class ScriptedEngine:
         return self._decoder.remaining
 
     async def generate(self, plan: PlacementPlan, params: SamplingParams) -> Generation:
-        """The next scripted output, as the whole answer."""
+        """The next scripted output, as the whole answer; a scripted call
+        (:meth:`call`) is written in the model's own call format."""
         prompt = self._record(plan, params)
-        return self._generation(plan, await self._decoder(prompt))
+        return self._generation(plan, self._in_model_format(await self._decoder(prompt)))
 
     async def stream(
         self, plan: PlacementPlan, params: SamplingParams
@@ -96,6 +99,14 @@ class ScriptedEngine:
                 run.extend(placement.token_ids)
         parts.append(self.model.tokenizer.decode(run))
         return "".join(parts)
+
+    def _in_model_format(self, text: str) -> str:
+        # ScriptedDecoder.call writes the project's own markers; a model with a chat
+        # template of its own (ChatML) calls with its markers.
+        template = self.model.template
+        if template is REFRAG_TEMPLATE or CALL_START not in text:
+            return text
+        return text.replace(CALL_START, template.tool_call).replace(END, template.answer_end)
 
     def _generation(self, plan: PlacementPlan, text: str) -> Generation:
         return Generation(
