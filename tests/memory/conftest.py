@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from refrag_agent.memory import HashEncoder, MemoryStore, StoreSettings
+from refrag_agent.memory import HashEncoder, MemoryStore, StoreSettings, keys
+from refrag_agent.memory.chunks import SegmentRowInfo, build_rows
 from refrag_agent.model.chunker import chunk_text
 from refrag_agent.model.tokenizer import TiktokenTokenizer
 from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
@@ -128,3 +130,28 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 async def store(tmp_path: Path, encoder: HashEncoder) -> AsyncIterator[MemoryStore]:
     async with MemoryStore.open(tmp_path / "store", encoder=encoder, settings=QUIET) as s:
         yield s
+
+
+async def add_raw_chunk_rows(
+    store: MemoryStore, filed_under: Scope, segment: Segment, chunks: list[Chunk], *, owner: Scope
+) -> None:
+    """Chunk rows written straight to the table, bypassing the store's writes: filed under
+    ``filed_under`` but keyed to ``owner``'s ``segment`` (a dead writer, a bug, tampering)."""
+    info = SegmentRowInfo(
+        tenant=filed_under.tenant,
+        session=filed_under.session,
+        segment_id=segment.id,
+        tenant_key=keys.tenant_key(filed_under.tenant),
+        session_key=keys.session_key(filed_under),
+        segment_key=keys.segment_key(owner, segment.id),
+        kind="user",
+        domain="user",
+        domain_key=keys.domain_key("user"),
+        created_at=segment.created_at,
+        encoder=store.encoder.fingerprint,
+        encoder_key=keys.encoder_key(store.encoder.fingerprint),
+    )
+    vectors = store.encoder.encode([c.text for c in chunks]).numpy().astype(np.float32)
+    await store._state.chunks.add(
+        build_rows(info, chunks, [c.content_hash for c in chunks], vectors)
+    )

@@ -2,13 +2,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import numpy as np
-
-from refrag_agent.memory import keys, rrf
-from refrag_agent.memory.chunks import SegmentRowInfo, build_rows
+from refrag_agent.memory import rrf
 from refrag_agent.timeline import Scope, SegmentKind
 
-from .conftest import OpenStore, make_segment
+from .conftest import OpenStore, add_raw_chunk_rows, make_segment
 
 
 def test_rrf_fuses_by_reciprocal_rank() -> None:
@@ -139,24 +136,7 @@ async def test_uncommitted_chunk_rows_are_never_returned(backend: OpenStore, sco
     await store.append(*make_segment(scope, "committed ostrich fact", k=64))
     # Chunk rows without a segment row (a writer that died before its SQL commit).
     segment, chunks = make_segment(scope, "uncommitted ostrich rumour", k=64)
-    info = SegmentRowInfo(
-        tenant=scope.tenant,
-        session=scope.session,
-        segment_id=segment.id,
-        tenant_key=keys.tenant_key(scope.tenant),
-        session_key=keys.session_key(scope),
-        segment_key=keys.segment_key(scope, segment.id),
-        kind="user",
-        domain="user",
-        domain_key=keys.domain_key("user"),
-        created_at=segment.created_at,
-        encoder=store.encoder.fingerprint,
-        encoder_key=keys.encoder_key(store.encoder.fingerprint),
-    )
-    vectors = store.encoder.encode([c.text for c in chunks]).numpy().astype(np.float32)
-    await store._state.chunks.add(
-        build_rows(info, chunks, [c.content_hash for c in chunks], vectors)
-    )
+    await add_raw_chunk_rows(store, scope, segment, chunks, owner=scope)
     for mode in ("hybrid", "vector", "text"):
         hits = await store.search(scope, "ostrich", mode=mode, limit=20)
         assert hits and segment.id not in {h.segment_id for h in hits}

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from refrag_agent.memory import keys
-from refrag_agent.memory.chunks import SegmentRowInfo, build_rows
 from refrag_agent.timeline import Scope
 
-from .conftest import OpenStore, make_segment
+from .conftest import OpenStore, add_raw_chunk_rows, make_segment
 
 
 async def test_rows_keyed_to_another_scope_are_never_returned(
@@ -29,23 +25,7 @@ async def test_rows_keyed_to_another_scope_are_never_returned(
     # (a bug or a tampered table): the timeline says they are not this scope's.
     for owner, segment in foreign.items():
         _, chunks = make_segment(owner, "forged heron rumour", k=64)
-        info = SegmentRowInfo(
-            tenant=scope.tenant,
-            session=scope.session,
-            segment_id=segment.id,
-            tenant_key=keys.tenant_key(scope.tenant),
-            session_key=keys.session_key(scope),
-            segment_key=keys.segment_key(owner, segment.id),
-            kind="user",
-            domain="user",
-            domain_key=keys.domain_key("user"),
-            created_at=segment.created_at,
-            encoder=store.encoder.fingerprint,
-            encoder_key=keys.encoder_key(store.encoder.fingerprint),
-        )
-        vectors = store.encoder.encode([c.text for c in chunks]).numpy().astype(np.float32)
-        rows = build_rows(info, chunks, [c.content_hash for c in chunks], vectors)
-        await store._state.chunks.add(rows)
+        await add_raw_chunk_rows(store, scope, segment, chunks, owner=owner)
     await store.maintain()
     for mode in ("hybrid", "vector", "text"):
         hits = await store.search(scope, "forged heron rumour", mode=mode, limit=50)
