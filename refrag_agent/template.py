@@ -138,6 +138,10 @@ that start with ``<tool_call>``; tool outputs are ``tool`` messages and document
 ``document`` messages, roles the project's fine-tuning teaches."""
 
 TEMPLATES = {t.name: t for t in (REFRAG_TEMPLATE, CHATML_TEMPLATE)}
+TEMPLATE_STOPS = frozenset(
+    s for t in TEMPLATES.values() for s in (*t.stops(tool_calls=False), *t.special_tokens)
+)
+"""Every string some template stops or frames with: stops a client need not send itself."""
 
 
 def template_named(name: str) -> ChatTemplate:

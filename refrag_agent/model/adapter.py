@@ -104,8 +104,3 @@ def adapter_fingerprint(decoder: Any) -> Fingerprint:
     }
     state = {k: v for k, v in decoder.state_dict().items() if "lora_" in k}
     return Fingerprint(fields, tensor_digests(state))
-
-
-def base_of(decoder: Any) -> Any:
-    """The base model under an unmerged adapter (its weights, without LoRA)."""
-    return decoder.get_base_model() if is_adapted(decoder) else decoder

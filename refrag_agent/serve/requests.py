@@ -72,7 +72,7 @@ from refrag_agent.policies import PolicyName, make_policy
 from refrag_agent.serve.auth import ApiKey, forbidden
 from refrag_agent.serve.errors import ApiError
 from refrag_agent.serve.limits import ServeLimits
-from refrag_agent.template import REFRAG_TEMPLATE, TEMPLATES, ChatTemplate
+from refrag_agent.template import REFRAG_TEMPLATE, TEMPLATE_STOPS, ChatTemplate
 from refrag_agent.timeline import Scope, Segment, SegmentKind
 from refrag_agent.tools import (
     NoCall,
@@ -278,10 +278,7 @@ class ChatRequest(BaseModel):
         if asked is not None and asked > limits.max_tokens:
             raise InvalidInput(f"max_tokens must be in [1, {limits.max_tokens}]", max_tokens=asked)
         # Template tokens end answers anyway, and RemoteEngine sends them all: not counted.
-        template_stops = {
-            s for t in TEMPLATES.values() for s in (*t.stops(tool_calls=False), *t.special_tokens)
-        }
-        own = [s for s in self.stops if s not in template_stops]
+        own = [s for s in self.stops if s not in TEMPLATE_STOPS]
         if len(own) > limits.max_stop or any(len(s) > 256 for s in own):
             raise InvalidInput(
                 f"at most {limits.max_stop} stop strings of 256 characters, besides the "
