@@ -11,6 +11,13 @@ A :class:`Budget` has three parts:
 - **pins**: segment ids whose chunks always go in as tokens. Pinned chunks are outside the
   budget: they are not charged to the total or to a domain, and ``p`` and fractional caps
   are fractions of the *unpinned* tokens only.
+- **unexpanded**: what becomes of the chunks the policy does not expand. ``"compressed"``
+  (the default, REFRAG): one projected embedding each. ``"left_out"``: they are not fed
+  at all, and a segment none of whose chunks is fed (nor pinned) is left out whole, its
+  frame too: a plain decoder's context of the chosen tokens only. With the ``recency``
+  policy that is truncation to the newest tokens, with ``similarity`` retrieval of the
+  best-matching chunks, with ``Budget(tokens=0, unexpanded="left_out")`` no memory beyond
+  the pins; the baselines ``refrag-agent bench longmem`` sets beside REFRAG.
 
 The policy spends the budget (``refrag_agent.policies``); every cap is enforced by masking
 while chunks are chosen one by one, so a chunk that does not fit is never chosen.
@@ -22,6 +29,7 @@ REFRAG's effective compression rate with an expanded fraction ``p`` at chunk siz
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -61,6 +69,7 @@ class Budget(BaseModel):
     p: float | None = None
     per_domain: dict[str, int | float] = Field(default_factory=dict)
     pinned: frozenset[str] = frozenset()
+    unexpanded: Literal["compressed", "left_out"] = "compressed"
 
     @model_validator(mode="before")
     @classmethod
@@ -111,6 +120,13 @@ class Budget(BaseModel):
             if not isinstance(segment_id, str) or not segment_id:
                 raise BudgetError("pinned segment ids must be non-empty strings", id=segment_id)
         return frozenset(value)
+
+    @field_validator("unexpanded", mode="before")
+    @classmethod
+    def _valid_unexpanded(cls, value: object) -> str:
+        if value not in ("compressed", "left_out"):
+            raise BudgetError("unexpanded must be 'compressed' or 'left_out'", value=value)
+        return str(value)
 
     @model_validator(mode="after")
     def _one_total(self) -> Budget:

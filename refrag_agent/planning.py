@@ -148,7 +148,8 @@ class Planner:
             suffix=template.generation_prompt,
         )
         vectors = await asyncio.to_thread(model.encode, [text])
-        layout = place(d, select(d, self.policy, table, vectors[0], gathered.budget))
+        choice = select(d, self.policy, table, vectors[0], gathered.budget)
+        layout = place(d, choice, leave_out=budget.unexpanded == "left_out")
         plan = layout.plan(table)
         expanded = sum(c.expanded for c in layout.chunks)
         record = ContextPlan(

@@ -193,15 +193,27 @@ class Layout:
         return PlacementPlan(self.placements, embeddings)
 
 
-def place(d: Draft, choice: Choice | Collection[int]) -> Layout:
+def place(d: Draft, choice: Choice | Collection[int], *, leave_out: bool = False) -> Layout:
     """Chunks chosen as tokens, every other one as one embedding row (its draft index).
 
     ``choice`` is a policy's :class:`Choice` or a set of draft indices (training recipes).
-    Pinned chunks are always tokens; chunks without tokens never are.
+    Pinned chunks are always tokens; chunks without tokens never are. ``leave_out``
+    (``Budget(unexpanded="left_out")``): the other chunks are not fed at all, and a
+    segment with no chunk fed and no pin is left out whole, header and end included.
     """
     if not isinstance(choice, Choice):
         choice = Choice(set(choice), [0.0] * len(d.chunks), "")
     expand = choice.expanded | d.pinned_chunks()
+    skipped: set[int] = set()  # draft items left out
+    if leave_out:
+        fed = {i for i in expand if d.chunks[i].token_ids is not None}
+        expand = fed
+        kept = {d.owners[i] for i in fed} | {s for s, g in enumerate(d.segments) if g.pinned}
+        for s, start in enumerate(d.starts):
+            end = start + len(d.segments[s].chunks) + 1  # header, chunks, end
+            if s not in kept:
+                skipped.update(range(start, end + 1))
+        skipped.update(n for n, it in enumerate(d.items) if isinstance(it, int) and it not in fed)
     placements: list[Placement] = []
     decisions: list[ChunkDecision] = []
     spend: dict[str, int] = {}
@@ -210,6 +222,8 @@ def place(d: Draft, choice: Choice | Collection[int]) -> Layout:
     position = 0
     starts = {item: s for s, item in enumerate(d.starts)}
     for n, item in enumerate(d.items):
+        if n in skipped:
+            continue
         if n in starts:
             first[starts[n]] = position
         if isinstance(item, TokenSpan):
@@ -249,5 +263,6 @@ def place(d: Draft, choice: Choice | Collection[int]) -> Layout:
             pinned=seg.pinned,
         )
         for s, seg in enumerate(d.segments)
+        if not leave_out or s in first
     ]
     return Layout(tuple(placements), uses, decisions, spend, choice.policy)

@@ -463,15 +463,19 @@ def build_plan(
     expandable = sum(d.chunks[i].n_tokens for i in d.expandable if i not in pinned)
     room = capacity(max_positions, params.max_new_tokens) - least.n_positions
     spend = within_room(budget, expandable, max(0, room))
+    leave_out = budget.unexpanded == "left_out"  # the unexpanded chunks are not fed
     if not spend.total_allowance(expandable):  # nothing to choose: the pins alone
-        return Prepared(least, params, tools, forced, template)
+        alone = place(d, (), leave_out=True).plan(table) if leave_out else least
+        return Prepared(alone, params, tools, forced, template)
     table = context.table(model, pinned=True)
     name = options.policy or ("learned" if model.policy is not None else "similarity")
     asked = _query(chat)
     query = "" if asked is None else chat.messages[asked].text()
     vector = model.encode([query])[0] if query else torch.zeros(table.shape[1])
     choice = select(d, make_policy(name, network=model.policy), table, vector, spend)
-    return Prepared(place(d, choice).plan(table), params, tools, forced, template)
+    return Prepared(
+        place(d, choice, leave_out=leave_out).plan(table), params, tools, forced, template
+    )
 
 
 @dataclass
