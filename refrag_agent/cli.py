@@ -166,6 +166,16 @@ def _parser() -> argparse.ArgumentParser:
         "--context-tokens", type=int, default=6000, help="with --sdk: tokens in the session"
     )
     latency.add_argument("--repeats", type=int, default=3, help="with --sdk: calls per side")
+    longmem = which.add_parser(
+        "longmem", help="LoCoMo or LongMemEval: REFRAG vs truncation, RAG, no memory"
+    )
+    longmem.add_argument("--data", type=Path, required=True, help="the data set's JSON file")
+    longmem.add_argument("--format", choices=("locomo", "longmemeval"), required=True)
+    longmem.add_argument("--limit", type=int, default=None, metavar="N", help="first N questions")
+    longmem.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
+    longmem.add_argument("--p", type=float, default=0.25, help="REFRAG's expanded fraction")
+    longmem.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
+    longmem.add_argument("--plot", type=Path, default=None, help="PNG (default: next to --json)")
     every = which.add_parser("all", help="every benchmark, then plots and a summary page")
     every.add_argument("--quick", action="store_true", help="short run (under 10 min, 2 cores)")
     every.add_argument(
@@ -291,6 +301,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 qa_set=args.qa_set,
                 prose=args.prose,
             )
+        elif args.bench == "longmem":
+            from tqdm import tqdm
+
+            from refrag_agent.bench.longmem import format_longmem, run_longmem_bench
+
+            plot = args.plot or (args.json.with_suffix(".png") if args.json else None)
+            payload = asyncio.run(
+                run_longmem_bench(
+                    args.data,
+                    args.format,
+                    model=args.model,
+                    limit=args.limit,
+                    p=args.p,
+                    json_path=args.json,
+                    plot_path=plot,
+                    progress=lambda n: tqdm(total=n, desc="bench longmem", unit="question").update,
+                )
+            )
+            print(format_longmem(payload))
         elif args.bench in ("all", "summary"):
             from refrag_agent.bench.all import run_bench_command
 
