@@ -64,7 +64,7 @@ from refrag_agent.tools import (
     ToolOutputEvent,
     iter_tool_loop,
     pairing_metadata,
-    tools_prompt,
+    tools_preamble,
 )
 
 log = get_logger(__name__)
@@ -473,9 +473,7 @@ class Session:
         template = agent.model.template
         stops = template.stops(tool_calls=bool(len(toolbox)))
         params = dataclasses.replace(params, stop=tuple(dict.fromkeys((*params.stop, *stops))))
-        preamble = ""
-        if len(toolbox):
-            preamble = template.render(SegmentKind.SYSTEM, tools_prompt(toolbox, template))
+        preamble = tools_preamble(toolbox, template)
         turn = await self._query_turn(query, params.max_new_tokens, preamble)
         stored = False
 

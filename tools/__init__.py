@@ -48,6 +48,7 @@ from .protocol import (
     pairing_metadata,
     parse_output,
     text_before_call,
+    tools_preamble,
     tools_prompt,
 )
 from .registry import Tool, Toolbox, ToolLike, as_tool, tool
@@ -92,5 +93,6 @@ __all__ = [  # noqa: RUF022
     "run_tool_loop",
     "text_before_call",
     "tool",
+    "tools_preamble",
     "tools_prompt",
 ]

@@ -247,3 +247,12 @@ def tools_prompt(tools: Toolbox, template: ChatTemplate = REFRAG_TEMPLATE) -> st
         output=template.tool_output.strip(),
         schemas=schemas,
     )
+
+
+def tools_preamble(tools: Toolbox, template: ChatTemplate = REFRAG_TEMPLATE) -> str:
+    """The system segment that opens the prompt when tools are offered: :func:`tools_prompt`
+    rendered in ``template``. The agent, the server and training all put exactly this
+    first; empty when the toolbox is."""
+    if not len(tools):
+        return ""
+    return template.render(SegmentKind.SYSTEM, tools_prompt(tools, template))

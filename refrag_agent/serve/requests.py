@@ -81,7 +81,7 @@ from refrag_agent.tools import (
     ToolCall,
     parse_output,
     text_before_call,
-    tools_prompt,
+    tools_preamble,
 )
 
 ROLE_KINDS: dict[str, SegmentKind] = {
@@ -440,7 +440,7 @@ def build_plan(
         context.segments,
         template=template,
         tokenizer=model.tokenizer,
-        prefix=template.render(SegmentKind.SYSTEM, tools_prompt(tools, template)) if tools else "",
+        prefix=tools_preamble(tools, template) if tools else "",
         suffix=template.generation_prompt + (template.tool_call if forced else ""),
     )
     table = context.table(model, pinned=False)

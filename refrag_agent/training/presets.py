@@ -78,6 +78,7 @@ class StageConfig:
     recon_p: float = 0.0  # sft: share of examples that are reconstruction (keeps chunks read)
     oracle_p: float = 0.0  # sft: share of examples that also expand the chunks holding the answer
     full_p: float = 0.0  # sft: share of examples given fully as tokens (the full-context case)
+    tools_p: float = 0.0  # sft on natural dialogues: share of tool-use dialogues (tools offered)
     train_decoder: bool = False
     train_projector: bool = True
     train_encoder: bool = False
@@ -89,10 +90,11 @@ class StageConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise InvalidInput("steps, batch_size and lr must be positive", stage=self.name)
-        fractions = (self.expand_p, self.oracle_p, self.full_p)
+        fractions = (self.expand_p, self.oracle_p, self.full_p, self.recon_p, self.tools_p)
         if not 0 <= self.warmup_frac < 1 or not all(0 <= f <= 1 for f in fractions):
             raise InvalidInput(
-                "warmup_frac, expand_p, oracle_p and full_p must be fractions", stage=self.name
+                "warmup_frac, expand_p, oracle_p, full_p, recon_p and tools_p must be fractions",
+                stage=self.name,
             )
         if self.oracle_p + self.full_p > 1:
             raise InvalidInput("oracle_p + full_p must not exceed 1", stage=self.name)
@@ -401,6 +403,7 @@ def _smol(scale: int = 1, name: str = "smol") -> Preset:
                 oracle_p=0.3,
                 full_p=0.2,
                 recon_p=0.25,
+                tools_p=0.35,
                 train_decoder=True,
                 checkpoint_every=40,
             ),

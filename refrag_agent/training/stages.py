@@ -46,10 +46,12 @@ from refrag_agent.model.refrag import RefragModel
 from refrag_agent.model.tokenizer import Tokenizer
 from refrag_agent.template import ChatTemplate
 from refrag_agent.timeline import SegmentKind
+from refrag_agent.tools import tools_preamble
 from refrag_agent.training.data import Split
 from refrag_agent.training.dialogues import natural_example
 from refrag_agent.training.presets import SftTasks, StageConfig, StageName
 from refrag_agent.training.tasks import TaskExample, mixed_example
+from refrag_agent.training.tool_dialogues import offered_tools, tool_example
 
 IGNORE = -100
 EVERY_CHUNK = range(sys.maxsize)  # an ``expand`` that holds every chunk index
@@ -303,6 +305,7 @@ def layout_task(
         segments,
         template=template,
         tokenizer=tokenizer,
+        prefix=tools_preamble(offered_tools(example.tools), template),
         suffix=template.question(example.question),
     )
     chosen = {
@@ -384,7 +387,9 @@ def stage_examples(
             # Held-out tasks use seeds no training step reaches.
             base = (1 << 40) if split == "heldout" else 0
             seed_j = base + (step * 1_000 + rank) * config.batch_size + j
-            if sft_tasks == "natural":
+            if sft_tasks == "natural" and config.tools_p > 0 and rng.random() < config.tools_p:
+                task = tool_example(seed_j, size=task_size(n))
+            elif sft_tasks == "natural":
                 task = natural_example(seed_j, size=task_size(n))
             else:
                 task = mixed_example(seed_j, size=task_size(n))

@@ -127,6 +127,7 @@ class TaskExample:
     answer: str
     references: tuple[str, ...]
     calls_tool: bool = False  # the answer is a call's JSON, written after the call marker
+    tools: tuple[str, ...] = ()  # the tools offered (training.tool_dialogues), by name
 
 
 def _key(rng: random.Random) -> str:
