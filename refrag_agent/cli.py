@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         "--out-dir", type=Path, default=Path("runs/train"), help="run folder (default: runs/train)"
     )
     train.add_argument("--max-steps", type=int, default=None, help="stop each stage early")
+    train.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --stage: start from this model directory (e.g. an exported one)",
+    )
     export = sub.add_parser("export", help="a finished run's model, policy and recipe as one dir")
     export.add_argument("run_dir", type=Path, help="the run's --out-dir")
     export.add_argument("dest", type=Path, help="the model directory to write")
@@ -255,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resume=args.resume,
                 out_dir=args.out_dir,
                 max_steps=args.max_steps,
+                init_from=args.init_from,
             )
         elif args.command == "export":
             from refrag_agent.training.export import export_model

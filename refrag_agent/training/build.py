@@ -106,11 +106,16 @@ def previous_model_dir(out_dir: Path, stage: StageName) -> Path | None:
 
 
 def initial_model(
-    preset: Preset, stage: StageName, out_dir: Path, tokenizer: Tokenizer
+    preset: Preset,
+    stage: StageName,
+    out_dir: Path,
+    tokenizer: Tokenizer,
+    *,
+    init_from: Path | None = None,
 ) -> RefragModel:
-    """The previous stage's model, or a fresh one (decoder from scratch, from its path, or a
-    known base with a new LoRA adapter when the preset has one)."""
-    prev = previous_model_dir(out_dir, stage)
+    """``init_from``'s model, the previous stage's, or a fresh one (decoder from scratch,
+    from its path, or a known base with a new LoRA adapter when the preset has one)."""
+    prev = init_from if init_from is not None else previous_model_dir(out_dir, stage)
     if prev is not None:
         return RefragModel.load(prev, merge_adapter=False)
     spec = preset.decoder

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from refrag_agent.errors import InvalidInput
 from refrag_agent.logs import get_logger
+from refrag_agent.model.config import CONFIG_FILE
 from refrag_agent.training.build import (
     MODEL_DIR,
     Prepared,
@@ -71,12 +72,15 @@ def run_train(
     resume: bool,
     out_dir: Path,
     max_steps: int | None = None,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train a preset's stages (all, or only ``stage``); returns the summary per stage.
 
     ``resume=True`` skips finished stages and continues an interrupted one from its last
     checkpoint. ``max_steps`` stops each stage early (the schedule keeps its full length,
-    so a later ``resume`` continues the same run).
+    so a later ``resume`` continues the same run). ``init_from`` (with ``stage``) starts
+    the stage from that model directory (an exported model, e.g. the bundled one) instead
+    of the previous stage's model in ``out_dir``: further training of a shipped model.
     """
     config = get_preset(preset)
     if stage is not None and stage not in STAGES:
@@ -86,7 +90,21 @@ def run_train(
         if stage not in names:
             raise InvalidInput("this preset has no such stage", preset=preset, stage=stage)
         names = [s for s in names if s == stage]
-    return train(config, stages=names, resume=resume, out_dir=out_dir, max_steps=max_steps)
+    if init_from is not None:
+        if stage is None:
+            raise InvalidInput("init_from needs one stage", fix="pass --stage with --init-from")
+        if not (Path(init_from) / CONFIG_FILE).is_file():
+            raise InvalidInput(
+                "init_from is not a model directory", path=str(init_from), missing=CONFIG_FILE
+            )
+    return train(
+        config,
+        stages=names,
+        resume=resume,
+        out_dir=out_dir,
+        max_steps=max_steps,
+        init_from=init_from,
+    )
 
 
 def train(
@@ -97,6 +115,7 @@ def train(
     out_dir: Path,
     max_steps: int | None = None,
     progress: bool = True,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
     """Run ``stages`` of ``preset`` in order; see :func:`run_train`."""
     out_dir = Path(out_dir)
@@ -110,7 +129,14 @@ def train(
     summary: dict[str, Any] = {}
     for name in stages:
         summary[name] = train_stage(
-            preset, name, data, out_dir, resume=resume, max_steps=max_steps, progress=progress
+            preset,
+            name,
+            data,
+            out_dir,
+            resume=resume,
+            max_steps=max_steps,
+            progress=progress,
+            init_from=init_from,
         )
     if state.is_main_process:
         path = out_dir / SUMMARY_FILE
@@ -143,6 +169,7 @@ def train_stage(
     resume: bool,
     max_steps: int | None = None,
     progress: bool = True,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train one stage; see the module docstring."""
     stage_dir = out_dir / name
@@ -166,7 +193,7 @@ def train_stage(
         )
     config = preset.stage(name)
     accelerator = Accelerator(mixed_precision=preset.mixed_precision)
-    model = initial_model(preset, name, out_dir, data.tokenizer)
+    model = initial_model(preset, name, out_dir, data.tokenizer, init_from=init_from)
     if name == "rl":
         rl_result = train_rl(
             preset, config, model, stage_dir, accelerator, resume=resume, max_steps=max_steps
