@@ -263,7 +263,8 @@ class Evaluator:
                 todo[key] = example
         if todo:
             tok = self.model.tokenizer
-            longest = max(len(tok.encode(t.answer)) for t, _ in todo)
+            marker = len(tok.encode(self.model.template.tool_call, allow_special=True))
+            longest = max(len(tok.encode(t.answer)) + marker * t.calls_tool for t, _ in todo)
             outputs = self.answers(list(todo.values()), max_new_tokens=longest + ANSWER_SLACK)
             self._answers.update(zip(todo, outputs, strict=True))
         return [self._answers[k] for k in keys]

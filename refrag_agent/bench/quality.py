@@ -45,6 +45,7 @@ from refrag_agent.bench.evaluation import (
 from refrag_agent.bench.manpages import prose_windows
 from refrag_agent.bench.policy_set import PolicySet, load_bench_model
 from refrag_agent.bench.summary import verdicts_of
+from refrag_agent.bench.tool_use import format_tool_use, tool_use
 from refrag_agent.training.dialogues import DIALOGUE_TASKS
 from refrag_agent.training.stages import EVERY_CHUNK
 from refrag_agent.training.tasks import TaskExample
@@ -159,6 +160,11 @@ def run_quality_bench(
     heldout = natural_heldout(n_qa, size=qa_size)
     probe = {
         "counterfactual": counterfactual(ev, heldout),
+        **(
+            {"tool_use": tool_use(ev, max(2, n_qa // 2), size=qa_size)}
+            if qa_set == "natural"
+            else {}
+        ),
         "reconstruction": reconstruction(ev, answer_chunk_texts(ev, heldout)),
     }
     probe_s = time.perf_counter() - started - text_s - qa_s
@@ -189,7 +195,7 @@ def run_quality_bench(
         "seconds": {
             "perplexity": round(text_s, 1),
             "memory_qa": round(qa_s, 1),
-            "counterfactual_and_reconstruction": round(probe_s, 1),
+            "counterfactual_reconstruction_tools": round(probe_s, 1),
         },
     }
     result["verdicts"] = verdicts_of(result)
@@ -234,6 +240,8 @@ def format_quality(result: dict[str, Any]) -> str:
             f" (shuffled vector {other['token_accuracy']:.3f}), digits "
             f"{_maybe(own['digit_accuracy'])} (shuffled {_maybe(other['digit_accuracy'])})"
         )
+    if "tool_use" in result:
+        lines.append(format_tool_use(result["tool_use"]))
     if "seconds" in result:
         lines.append("seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()))
     lines += [f"{v['status']}: {v['target']}. Ours: {v['detail']}" for v in result["verdicts"]]
