@@ -130,7 +130,7 @@ def base_decoder_dir(
     if (target / CONVERSION_FILE).is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{base.name}.lock"):
+    with file_lock(root / f"{base.name}.lock"):
         # Another process may have converted while this one waited for the lock.
         if (target / CONVERSION_FILE).is_file():
             return target
@@ -163,7 +163,8 @@ def base_fingerprint(base: BaseDecoder = SMOLLM2, *, cache: Path | None = None) 
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``path`` (created if missing) inside the block."""
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

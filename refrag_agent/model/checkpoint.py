@@ -10,6 +10,7 @@
                              or names a known base decoder (``base``), converted once into
                              the user's cache (``base_decoder.py``) and never shipped
     adapter/                 a LoRA adapter (peft) trained on top of the base, merged on load
+                             (once: the merge is cached beside the base, merged_cache.py)
     tokenizer/               the decoder's tokenizer
     policy/                  the learned expansion policy, when one was trained
 
@@ -47,11 +48,12 @@ from refrag_agent.model.adapter import (
     merged,
     save_adapter,
 )
-from refrag_agent.model.base_decoder import base_fingerprint, known_base, load_base_decoder
+from refrag_agent.model.base_decoder import base_decoder_dir, base_fingerprint, known_base
 from refrag_agent.model.config import CONFIG_FILE, EncoderConfig, RefragConfig
 from refrag_agent.model.decoder import DecoderShape, decoder_fingerprint, load_decoder
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.fingerprint import Fingerprint, json_value
+from refrag_agent.model.merged_cache import adapter_files_fingerprint, load_merged
 from refrag_agent.model.projector import Projector
 from refrag_agent.model.tensor_digest import tensor_digests
 from refrag_agent.model.tokenizer import Tokenizer, load_tokenizer, tokenizer_fingerprint
@@ -155,6 +157,12 @@ def check_fingerprint(
     )
 
 
+def _recorded_or_unrecorded(component: str, found: Fingerprint, config: RefragConfig) -> bool:
+    """Whether ``found`` is the fingerprint recorded for ``component``, or none is."""
+    data = config.fingerprints.get(component)
+    return data is None or Fingerprint.from_dict(data).digest == found.digest
+
+
 def _resolve(directory: Path, reference: str) -> Path:
     ref = Path(reference)
     return ref if ref.is_absolute() else directory / ref
@@ -238,7 +246,9 @@ def read_checkpoint(
     given; without it ``policy`` is None. ``verify=False`` checks no fingerprint at all
     (:func:`upgrade_checkpoint` re-stamps a checkpoint from its files). A checkpoint on a
     known base decoder loads the base from the user's cache (converting it the first
-    time) and merges its adapter into it, unless ``merge_adapter=False`` (training).
+    time) and merges its adapter into it, unless ``merge_adapter=False`` (training); the
+    merge is done once and kept in the same cache (``merged_cache.py``), keyed by the
+    fingerprints of the base and of the adapter's files, both checked first.
     """
     root = Path(directory)
     config = RefragConfig.read(root)
@@ -254,8 +264,17 @@ def read_checkpoint(
     encoder = encoder or ChunkEncoder.load(EncoderConfig(**dataclasses.asdict(config.encoder)))
     if check_encoder:
         check_fingerprint("encoder", encoder.manifest, config, path=config_path)
+    adapter_dir = _resolve(root, config.adapter) if config.adapter else None
     if decoder is None and config.base:
-        decoder, _ = load_base_decoder(known_base(config.base))
+        base = known_base(config.base)
+        # Checked before anything is read: a bundle trained on other base weights stops here.
+        check_fingerprint("decoder", base_fingerprint(base), config, path=config_path)
+        files = adapter_files_fingerprint(adapter_dir) if adapter_dir and merge_adapter else None
+        if adapter_dir and files is not None and _recorded_or_unrecorded("adapter", files, config):
+            # Merged once into the user's cache and read from there (merged_cache.py).
+            decoder, adapter_dir = load_merged(base, adapter_dir, files), None
+        else:
+            decoder = load_decoder(base_decoder_dir(base))
         if dtype is not None:
             decoder = decoder.to(dtype)
     elif decoder is None:
@@ -281,8 +300,8 @@ def read_checkpoint(
         path=config_path,
         fields_only=dtype is not None,
     )
-    if config.adapter:
-        decoder = load_adapter(decoder, _resolve(root, config.adapter), merge=False)
+    if adapter_dir is not None:
+        decoder = load_adapter(decoder, adapter_dir, merge=False)
         check_fingerprint("adapter", adapter_fingerprint(decoder), config, path=config_path)
         if merge_adapter:
             decoder = merged(decoder)
