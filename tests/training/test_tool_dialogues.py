@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from refrag_agent.errors import InvalidInput
 from refrag_agent.engines.resolve import BUNDLED_MODEL
+from refrag_agent.errors import InvalidInput
 from refrag_agent.model.tokenizer import HFTokenizer, Tokenizer
 from refrag_agent.template import CHATML_TEMPLATE
 from refrag_agent.tools import tools_preamble
