@@ -57,7 +57,8 @@ class DroppedSegment(BaseModel):
 
     ``window``: it did not fit the room left after the pins, the newest turns and the
     segments retrieval ranked above it; ``tool_pair``: it fitted, but the other half of its
-    tool call/output pair did not, and a pair goes in whole or not at all.
+    tool call/output pair did not, and a pair goes in whole or not at all; ``left_out``:
+    it fitted, but ``Budget(unexpanded="left_out")`` fed none of its chunks.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -66,7 +67,7 @@ class DroppedSegment(BaseModel):
     kind: SegmentKind
     seq: int
     positions: int  # what it would have cost unexpanded, frame included
-    reason: Literal["window", "tool_pair"]
+    reason: Literal["window", "tool_pair", "left_out"]
 
 
 class ContextPlan(BaseModel):

@@ -31,12 +31,13 @@ from refrag_agent.context import (
     select,
     stored_context,
 )
+from refrag_agent.context.build import Layout
 from refrag_agent.context.window import frames
 from refrag_agent.errors import InvalidInput
 from refrag_agent.memory import ChunkBatch, MemoryStore
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.refrag import RefragModel
-from refrag_agent.plan import ContextPlan
+from refrag_agent.plan import ContextPlan, DroppedSegment
 from refrag_agent.policies import ExpansionPolicy
 from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
 
@@ -165,7 +166,10 @@ class Planner:
             chunks_compressed=len(layout.chunks) - expanded,
             effective_compression=plan.n_tokens_held / plan.n_positions,
             segments_left_in_store=len(gathered.dropped),
-            dropped=gathered.dropped,
+            dropped=sorted(
+                [*gathered.dropped, *left_out(gathered.kept, layout, pinned=pinned, frame=frame)],
+                key=lambda s: s.seq,
+            ),
         )
         return plan, record
 
@@ -191,3 +195,21 @@ class Planner:
                 segments.append(found)
                 batches.append(await store.fetch(other, [segment_id]))
         return segments, batches
+
+
+def left_out(
+    kept: list[Segment], layout: Layout, *, pinned: set[str], frame: dict[SegmentKind, int]
+) -> list[DroppedSegment]:
+    """Segments gathered but fed nothing (``Budget(unexpanded="left_out")``), as dropped."""
+    placed = {u.segment_id for u in layout.segments}
+    return [
+        DroppedSegment(
+            segment_id=s.id,
+            kind=s.kind,
+            seq=s.seq,
+            positions=positions(s, pinned=pinned, frame=frame),
+            reason="left_out",
+        )
+        for s in kept
+        if s.id not in placed
+    ]

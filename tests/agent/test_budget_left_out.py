@@ -35,6 +35,14 @@ async def test_left_out_feeds_only_the_pins_and_what_is_expanded(agent: Agent) -
     assert none.plan.chunks_compressed == 0
     assert none.plan.positions_fed < compressed.plan.positions_fed
     assert none.plan.tokens_held == none.plan.positions_fed  # every position a token
+    # The turns fed nothing are recorded as left out, with what they would have cost.
+    left = [d for d in none.plan.dropped if d.reason == "left_out"]
+    placed = {u.segment_id for u in none.plan.segments}
+    assert not placed & {d.segment_id for d in left}
+    oldest = [seg.id for seg in (await chat.timeline())[:2]]
+    assert set(oldest) <= {d.segment_id for d in left}
+    assert all(d.positions > 0 for d in left)
+    assert not [d for d in compressed.plan.dropped if d.reason == "left_out"]
     some = await chat.respond(
         query, budget=Budget(tokens=32, unexpanded="left_out"), max_new_tokens=1
     )
