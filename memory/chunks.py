@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lancedb
 import numpy as np
@@ -25,9 +25,11 @@ from refrag_agent.logs import get_logger
 from refrag_agent.timeline import Chunk
 
 from . import keys
+from .compactor import optimize_in_child
 from .encoding import FloatArray
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 TABLE = "chunks"
 # High-cardinality keys get B-trees; low-cardinality ones (every query filters on the tenant
@@ -35,6 +37,7 @@ TABLE = "chunks"
 BTREE_INDEXED = ("segment_key", "session_key", "content_hash")
 BITMAP_INDEXED = ("tenant_key", "encoder_key", "kind")
 _COMMIT_ATTEMPTS = 6
+_READ_ATTEMPTS = 4
 _REWRITE_BATCH = 65_536  # rows per commit when a fragment's rows are written again
 # Rows per IVF partition of the vector index. A query scans nprobes (LanceDB's default 20)
 # partitions and checks each row against the scope prefilter, so its cost follows this
@@ -175,10 +178,12 @@ class ChunkTable:
         uri: str,
         read_only: bool = False,
         connect: Callable[[], Awaitable[Any]] | None = None,
+        storage_options: dict[str, str] | None = None,
     ) -> None:
         self._db = db
         self._table = table
         self._connect = connect
+        self._storage_options = storage_options
         self.dim = dim
         self.uri = uri
         self.read_only = read_only
@@ -188,6 +193,8 @@ class ChunkTable:
         self._flusher: asyncio.Task[None] | None = None
         self._has_fts = False
         self._index_lock = asyncio.Lock()
+        # Odd while an optimize runs; it moves on at its start and at its end (see _read).
+        self._optimize_epoch = 0
 
     @classmethod
     async def open(
@@ -229,7 +236,15 @@ class ChunkTable:
                 store_dim=width,
                 uri=uri,
             )
-        return cls(db, table, dim=dim, uri=uri, read_only=read_only, connect=connect)
+        return cls(
+            db,
+            table,
+            dim=dim,
+            uri=uri,
+            read_only=read_only,
+            connect=connect,
+            storage_options=storage_options,
+        )
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -308,10 +323,10 @@ class ChunkTable:
 
     async def _fragments(self, where: str) -> set[int]:
         """Ids of the fragments holding rows that match ``where``."""
-        try:
-            found = await self._table.query().where(where).with_row_id().select([]).to_arrow()
-        except Exception as e:
-            raise StoreError("cannot read chunk rows from LanceDB", uri=self.uri) from e
+        found = await self._read(
+            "cannot read chunk rows from LanceDB",
+            lambda table: table.query().where(where).with_row_id().select([]).to_arrow(),
+        )
         return {row_id >> 32 for row_id in found.column("_rowid").to_pylist()}
 
     async def rewrite_fragments(self, fragments: Iterable[int]) -> int:
@@ -358,38 +373,58 @@ class ChunkTable:
 
     # -- reads ----------------------------------------------------------------------------
 
+    async def _read(self, what: str, run: Callable[[Any], Awaitable[T]]) -> T:
+        """``run(table)``, again on the newest version when an optimize dropped files of
+        the version it was reading.
+
+        A read reads the version that was the newest when it started. The optimize of a
+        housekeeping round commits newer ones, then drops the files that only older
+        versions use (at once after a forget): a read still on one of those fails. It
+        is run again, whole, on the version that is now the newest, so it still sees one
+        version. A read that fails while no optimize ran is not retried.
+        """
+        for attempt in range(_READ_ATTEMPTS):
+            epoch = self._optimize_epoch
+            try:
+                return await run(self._table)
+            except Exception as e:
+                optimized = epoch % 2 == 1 or self._optimize_epoch != epoch
+                if not optimized or attempt == _READ_ATTEMPTS - 1:
+                    raise StoreError(what, uri=self.uri) from e
+                log.info("memory.read_retried", attempt=attempt + 1, error=repr(e))
+                await asyncio.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
+
     async def scan(self, where: str, columns: list[str], *, limit: int | None = None) -> pa.Table:
-        try:
-            query = self._table.query().where(where).select(columns)
+        def run(table: Any) -> Awaitable[pa.Table]:
+            query = table.query().where(where).select(columns)
             if limit is not None:
                 query = query.limit(limit)
-            result: pa.Table = await query.to_arrow()
-        except Exception as e:
-            raise StoreError("cannot read chunk rows from LanceDB", uri=self.uri) from e
-        return result
+            return query.to_arrow()  # type: ignore[no-any-return]
+
+        return await self._read("cannot read chunk rows from LanceDB", run)
 
     async def count(self, where: str | None = None) -> int:
-        try:
-            return int(await self._table.count_rows(where))
-        except Exception as e:
-            raise StoreError("cannot count chunk rows in LanceDB", uri=self.uri) from e
+        rows = await self._read(
+            "cannot count chunk rows in LanceDB", lambda table: table.count_rows(where)
+        )
+        return int(rows)
 
     async def vector_search(
         self, vector: FloatArray, *, where: str, columns: list[str], limit: int
     ) -> pa.Table:
-        try:
-            query = (
-                self._table.query()
+        def run(table: Any) -> Awaitable[pa.Table]:
+            return (  # type: ignore[no-any-return]
+                table.query()
                 .nearest_to(vector)
                 .distance_type("cosine")
                 .where(where)
                 .select([*columns, "_distance"])
                 .limit(limit)
+                .to_arrow()
             )
-            result: pa.Table = await query.to_arrow()
-        except Exception as e:
-            raise StoreError("vector search failed", uri=self.uri) from e
-        return result
+
+        return await self._read("vector search failed", run)
 
     async def text_search(
         self, text: str, *, where: str, columns: list[str], limit: int
@@ -397,18 +432,18 @@ class ChunkTable:
         """Full-text search, or None while the table has no full-text index yet."""
         if not self._has_fts and not await self._fts_ready():
             return None
-        try:
-            query = (
-                self._table.query()
+
+        def run(table: Any) -> Awaitable[pa.Table]:
+            return (  # type: ignore[no-any-return]
+                table.query()
                 .nearest_to_text(text, columns=["text"])
                 .where(where)
                 .select([*columns, "_score"])
                 .limit(limit)
+                .to_arrow()
             )
-            result: pa.Table = await query.to_arrow()
-        except Exception as e:
-            raise StoreError("full-text search failed", uri=self.uri) from e
-        return result
+
+        return await self._read("full-text search failed", run)
 
     async def _fts_ready(self) -> bool:
         names = {tuple(ix.columns): ix.index_type for ix in await self._table.list_indices()}
@@ -464,11 +499,31 @@ class ChunkTable:
 
     async def optimize(self, *, cleanup_older_than: timedelta) -> None:
         """Compact small fragments, fold new rows into indexes, drop old versions, then
-        reopen the table (see :meth:`reopen`)."""
+        reopen the table (see :meth:`reopen`).
+
+        The work runs in a child process at a lower priority (see :mod:`.compactor`),
+        so that appends meanwhile neither queue behind it in this process's LanceDB
+        threads nor share the cores evenly with it; an in-memory table, which no other
+        process can open, is optimized here.
+        """
+        self._optimize_epoch += 1
         try:
-            await self._retry(lambda: self._table.optimize(cleanup_older_than=cleanup_older_than))
+            if self.uri.startswith("memory://"):
+                await self._retry(
+                    lambda: self._table.optimize(cleanup_older_than=cleanup_older_than)
+                )
+            else:
+                stats = await optimize_in_child(
+                    self.uri,
+                    TABLE,
+                    cleanup_older_than=cleanup_older_than,
+                    storage_options=self._storage_options,
+                )
+                log.debug("memory.optimized", **stats)
         except Exception as e:
             raise StoreError("LanceDB optimize failed", uri=self.uri) from e
+        finally:
+            self._optimize_epoch += 1
         await self.reopen()
 
     async def reopen(self) -> None:

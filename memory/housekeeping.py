@@ -10,6 +10,9 @@ fragment under its target size (a million rows) in one go, and its Python API ta
 compaction options. So a round that writes started comes no sooner than ``REST_FACTOR``
 times the last round's length after it: housekeeping takes at most a third of the time,
 and the fragments between rounds grow with the table (up to that target), not without end.
+That long part runs in a child process at a lower priority (:mod:`.compactor`), so the
+appends and searches of the store's process do not wait for it; reads that meet the old
+versions it drops are run again on the newest one (:meth:`.ChunkTable._read`).
 
 :func:`release_free_memory` is what a round does last, on glibc: LanceDB allocates from
 many threads, and glibc keeps what they free in per-thread arenas instead of returning it,

@@ -590,7 +590,8 @@ class MemoryStore(AsyncClosing):
         at once; ``await store.maintain()`` returns once it is done. On PostgreSQL the
         timeline tables are vacuumed; the server's own files (its WAL, backups) are its
         operator's. Dropping old versions at once means that a read another process
-        started on one of them at that moment fails; it can be retried.
+        started on one of them at that moment fails; it can be retried (this store's own
+        reads are run again on the newest version).
         """
         self._state.check_open()
         try:

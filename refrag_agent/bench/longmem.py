@@ -21,7 +21,6 @@ each benchmark's script normalises them; no LLM judge). TTFT is ``reply.usage.tt
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import tempfile
 from collections.abc import Callable, Sequence
@@ -36,10 +35,8 @@ from refrag_agent.bench.longmem_score import score_answer
 from refrag_agent.budget import Budget
 from refrag_agent.context.window import frames
 from refrag_agent.engines import open_engine, resolve_model
-from refrag_agent.errors import StoreError
 from refrag_agent.logs import get_logger
 from refrag_agent.memory import MemoryStore
-from refrag_agent.memory_calls import MemoryHit
 from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.reply import Reply
@@ -51,7 +48,6 @@ ARMS = ("refrag", "truncation", "rag", "none")
 P = 0.25
 MAX_NEW_TOKENS = 32
 SEARCH_LIMIT = 200  # turns ranked for the RAG arm, at most
-SEARCH_TRIES = 4
 TENANT = "longmem"
 
 Progress = Callable[[int], None]
@@ -75,20 +71,6 @@ async def _ask(session: Session, question: str, budget: Budget, max_new_tokens: 
         added = [s.id for s in await session.timeline() if s.id not in before]
         if added:
             await session.delete(added)
-
-
-async def _search(session: Session, query: str, *, limit: int) -> list[MemoryHit]:
-    """``Session.search``, tried again when it fails: a search that meets the housekeeping
-    round purging the rows the previous deletes left (old versions dropped) can fail."""
-    for attempt in range(SEARCH_TRIES):
-        try:
-            return await session.search(query, limit=limit)
-        except StoreError:
-            if attempt == SEARCH_TRIES - 1:
-                raise
-            log.warning("longmem.search_retried", attempt=attempt + 1)
-            await asyncio.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 def _cost(segment: Segment, frame: dict[SegmentKind, int]) -> int:
@@ -147,7 +129,7 @@ async def ask_all_arms(
         max_new_tokens,
     )
     # RAG: the top k turns of the store's search that fit, fed whole.
-    hits = await _search(main, asked, limit=min(SEARCH_LIMIT, max(1, len(history))))
+    hits = await main.search(asked, limit=min(SEARCH_LIMIT, max(1, len(history))))
     ranked = [
         h.segment for h in hits if h.segment.kind in (SegmentKind.USER, SegmentKind.ASSISTANT)
     ]
