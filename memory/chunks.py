@@ -25,7 +25,7 @@ from refrag_agent.logs import get_logger
 from refrag_agent.timeline import Chunk
 
 from . import keys
-from .compactor import optimize_in_child
+from .compactor import Compactor
 from .encoding import FloatArray
 
 log = get_logger(__name__)
@@ -184,6 +184,12 @@ class ChunkTable:
         self._table = table
         self._connect = connect
         self._storage_options = storage_options
+        # The child process that runs optimize (not for an in-memory table); see optimize.
+        self._compactor = (
+            None
+            if uri.startswith("memory://")
+            else Compactor(uri, TABLE, storage_options=storage_options)
+        )
         self.dim = dim
         self.uri = uri
         self.read_only = read_only
@@ -501,24 +507,22 @@ class ChunkTable:
         """Compact small fragments, fold new rows into indexes, drop old versions, then
         reopen the table (see :meth:`reopen`).
 
-        The work runs in a child process at a lower priority (see :mod:`.compactor`),
-        so that appends meanwhile neither queue behind it in this process's LanceDB
-        threads nor share the cores evenly with it; an in-memory table, which no other
-        process can open, is optimized here.
+        The work runs in a child process at a lower priority, started on the first round
+        and kept for the next ones (see :mod:`.compactor`), so that appends meanwhile
+        neither queue behind it in this process's LanceDB threads nor share the cores
+        evenly with it. An in-memory table, which no other process can open, is
+        optimized here, and so is a round that comes while the child is still starting
+        (it takes a second or more, which would make the round and the rest after it
+        that much longer).
         """
         self._optimize_epoch += 1
         try:
-            if self.uri.startswith("memory://"):
+            if self._compactor is None or not await self._compactor.ready():
                 await self._retry(
                     lambda: self._table.optimize(cleanup_older_than=cleanup_older_than)
                 )
             else:
-                stats = await optimize_in_child(
-                    self.uri,
-                    TABLE,
-                    cleanup_older_than=cleanup_older_than,
-                    storage_options=self._storage_options,
-                )
+                stats = await self._compactor.optimize(cleanup_older_than=cleanup_older_than)
                 log.debug("memory.optimized", **stats)
         except Exception as e:
             raise StoreError("LanceDB optimize failed", uri=self.uri) from e
@@ -562,6 +566,8 @@ class ChunkTable:
     async def close(self) -> None:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._compactor is not None:
+            await self._compactor.close()
         try:
             self._table.close()
         except Exception as e:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from refrag_agent.errors import StoreError
-from refrag_agent.memory import HashEncoder, MemoryStore, chunks
+from refrag_agent.memory import HashEncoder, MemoryStore
+from refrag_agent.memory.compactor import Compactor
 from refrag_agent.timeline import Scope
 
 from .conftest import QUIET, make_segment
@@ -99,18 +100,21 @@ async def test_a_read_that_meets_a_prune_runs_again_on_the_newest_version(
         await s.append(*make_segment(scope, "the parcel went to Oslo on Tuesday"))
         await s.maintain()
         table = s._state.chunks
-        optimize = chunks.optimize_in_child
+        assert table._compactor is not None
+        while not await table._compactor.ready():  # the first round started it
+            await asyncio.sleep(0.01)
+        optimize = Compactor.optimize
         seen: list[int] = []
 
-        async def search_while_optimizing(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            stats = await optimize(*args, **kwargs)
+        async def search_while_optimizing(self: Compactor, **kwargs: Any) -> dict[str, Any]:
+            stats = await optimize(self, **kwargs)
             pruned = _PrunedOnce(table._table)
             table._table = pruned  # the round has dropped old versions, not yet reopened
             hits = await s.search(scope, "parcel Oslo", mode="text")
             seen.extend([bool(hits), pruned.failures])
             return stats
 
-        monkeypatch.setattr(chunks, "optimize_in_child", search_while_optimizing)
+        monkeypatch.setattr(Compactor, "optimize", search_while_optimizing)
         await s.maintain()
         assert seen == [True, 1]
 
