@@ -21,7 +21,6 @@ each benchmark's script normalises them; no LLM judge). TTFT is ``reply.usage.tt
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from refrag_agent.context.window import frames
 from refrag_agent.engines import open_engine, resolve_model
 from refrag_agent.logs import get_logger
 from refrag_agent.memory import MemoryStore
+from refrag_agent.model.fingerprint import file_sha256
 from refrag_agent.model.generation import SamplingParams
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.reply import Reply
@@ -254,14 +254,6 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "refrag_loses": losses,
         "refrag_beats_rag_and_truncation": margins["rag"] > 0 and margins["truncation"] > 0,
     }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 async def run_longmem_bench(

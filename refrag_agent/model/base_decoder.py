@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -35,7 +34,7 @@ import torch
 from refrag_agent.errors import ModelError
 from refrag_agent.logs import get_logger
 from refrag_agent.model.decoder import decoder_fingerprint, load_decoder
-from refrag_agent.model.fingerprint import Fingerprint
+from refrag_agent.model.fingerprint import Fingerprint, file_sha256
 from refrag_agent.model.quiet import quiet_transformers
 from refrag_agent.model.tokenizer import HFTokenizer
 
@@ -203,7 +202,7 @@ def _convert(base: BaseDecoder, root: Path, target: Path, progress: Progress | N
     log.info("converting base decoder", name=base.name, gguf=str(source), cache=str(target))
     try:
         stage(STAGES[0])
-        sha256 = _sha256(source)
+        sha256 = file_sha256(source)
         stage(STAGES[1])
         tokenizer = gguf_tokenizer(source)
         stage(STAGES[2])
@@ -230,14 +229,6 @@ def _convert(base: BaseDecoder, root: Path, target: Path, progress: Progress | N
         shutil.rmtree(work, ignore_errors=True)
         raise
     log.info("base decoder converted", name=base.name, seconds=round(sum(timings.values()), 1))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from refrag_agent.errors import ModelError
@@ -109,3 +110,12 @@ def texts_digest(items: Iterable[tuple[str, int]]) -> str:
     for text, index in sorted(items, key=lambda item: (item[1], item[0])):
         digest.update(f"{index}\0{text}\n".encode("utf-8", errors="surrogatepass"))
     return digest.hexdigest()[:24]
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (files of any size)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
