@@ -126,6 +126,83 @@ def get_account_balance(account: str) -> dict[str, str]:
 
 
 @tool
+def get_stock_price(ticker: str) -> dict[str, str]:
+    """The latest price of a listed share.
+
+    Args:
+        ticker: The share's ticker symbol, e.g. ACME.
+    """
+    s = f"stock:{ticker}"
+    sign = _pick(s + "s", ("+", "-"))
+    return {
+        "ticker": ticker,
+        "price": f"{int(_digits(s, 3)) + 10}.{_digits(s + 'c', 2)} USD",
+        "change": f"{sign}{int(_digits(s + 'p', 1)) % 5}.{_digits(s + 'q', 1)}%",
+    }
+
+
+@tool
+def get_local_time(location: str) -> dict[str, str]:
+    """The local time and UTC offset somewhere.
+
+    Args:
+        location: A city or region.
+    """
+    s = f"time:{location}"
+    offset = int(_digits(s, 2)) % 25 - 12
+    return {
+        "location": location,
+        "local_time": f"{int(_digits(s + 'h', 2)) % 24:02d}:{int(_digits(s + 'm', 2)) % 60:02d}",
+        "utc_offset": f"UTC{offset:+d}",
+    }
+
+
+@tool
+def get_bus_arrival(stop_id: int) -> dict[str, str]:
+    """When the next bus reaches a stop.
+
+    Args:
+        stop_id: The number on the bus stop's sign.
+    """
+    s = f"bus:{stop_id}"
+    return {
+        "stop": str(stop_id),
+        "route": str(int(_digits(s, 2)) % 90 + 1),
+        "minutes": str(int(_digits(s + "m", 2)) % 20 + 1),
+    }
+
+
+@tool
+def query_invoice(invoice_number: str) -> dict[str, str]:
+    """The amount and due date of an invoice.
+
+    Args:
+        invoice_number: The number printed on the invoice.
+    """
+    s = f"invoice:{invoice_number}"
+    return {
+        "invoice_number": invoice_number,
+        "amount": f"{int(_digits(s, 3)) + 20}.{_digits(s + 'c', 2)} GBP",
+        "due": f"{int(_digits(s + 'd', 2)) % 28 + 1} {_pick(s + 'm', ('May', 'June', 'July'))}",
+    }
+
+
+@tool
+def check_library_loan(isbn: str) -> dict[str, str]:
+    """When a borrowed library book is due back.
+
+    Args:
+        isbn: The book's ISBN.
+    """
+    s = f"loan:{isbn}"
+    return {
+        "isbn": isbn,
+        "due_back": f"{int(_digits(s, 2)) % 28 + 1} {_pick(s + 'm', ('March', 'April'))}",
+        "renewals_left": str(int(_digits(s + "r", 1)) % 3),
+    }
+
+
+@tool
 def track_parcel(tracking_number: str) -> dict[str, str]:
     """Where a parcel is and when it will be delivered.
 
@@ -251,6 +328,55 @@ TRAIN_TOOLS = (
         {"balance": ("How much is in my {v} account?", "What's the balance of {v}?")},
         {"balance": ("How much is in that account now?",)},
     ),
+    ToolUse(
+        get_stock_price,
+        "ticker",
+        _choice("ACME", "GLOBX", "NRGY", "FRSH", "MEDI"),
+        ("I bought a few shares of {v} last year.",),
+        {
+            "price": ("What's {v} trading at?", "How much is a share of {v} now?"),
+            "change": ("How much has {v} moved today?",),
+        },
+        {"price": ("What are those shares worth now?",)},
+    ),
+    ToolUse(
+        get_local_time,
+        "location",
+        _choice("Tokyo", "Auckland", "Chicago", "Cairo", "Reykjavik"),
+        ("My client is based in {v}.",),
+        {"local_time": ("What time is it in {v} right now?", "What's the time in {v}?")},
+        {"local_time": ("What time is it where my client is?",)},
+    ),
+    ToolUse(
+        get_bus_arrival,
+        "stop_id",
+        lambda rng: rng.randint(100, 9999),
+        ("The bus stop outside my office is number {v}.",),
+        {
+            "minutes": ("How many minutes until a bus reaches stop {v}?",),
+            "route": ("Which bus comes next at stop {v}?",),
+        },
+        {"minutes": ("How long until the next bus at my office stop?",)},
+    ),
+    ToolUse(
+        query_invoice,
+        "invoice_number",
+        lambda rng: f"INV-{rng.randint(10000, 99999)}",
+        ("The supplier sent invoice {v} this morning.",),
+        {
+            "amount": ("How much is invoice {v} for?",),
+            "due": ("When is invoice {v} due?", "What's the due date on {v}?"),
+        },
+        {"due": ("When do we have to pay that invoice?",)},
+    ),
+    ToolUse(
+        check_library_loan,
+        "isbn",
+        lambda rng: f"978{rng.randint(10**9, 10**10 - 1)}",
+        ("I borrowed the book with ISBN {v} from the library.",),
+        {"due_back": ("When is the book {v} due back?",)},
+        {"due_back": ("When does that library book have to go back?",)},
+    ),
 )
 
 HELDOUT_TOOLS = (
@@ -310,13 +436,13 @@ def tool_example(
     """One tool-use dialogue, a function of ``(seed, size, family, shape)``.
 
     ``size`` scales the conversation as :func:`natural_example`'s does; ``shape`` is drawn
-    from the seed when not given (call 2 : answer 2 : memory 1).
+    from the seed when not given (call 2 : answer 2 : memory 2).
     """
     if family not in TOOL_FAMILIES:
         raise InvalidInput("family must be 'train' or 'heldout'", family=family)
     rng = random.Random(f"tools:{family}:{seed}:{size}")
     if shape is None:
-        shape = rng.choices(TOOL_SHAPES, weights=(2, 2, 1))[0]
+        shape = rng.choices(TOOL_SHAPES, weights=(2, 2, 2))[0]
     if shape not in TOOL_SHAPES:
         raise InvalidInput("unknown tool dialogue shape", shape=shape, known=list(TOOL_SHAPES))
     base = natural_example(seed, size=size, family=family)
