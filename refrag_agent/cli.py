@@ -162,6 +162,14 @@ def _parser() -> argparse.ArgumentParser:
             help="text windows and generated questions (quality asks every hand-written "
             "question, policies N of them)",
         )
+        b.add_argument(
+            "--qa-chunks",
+            type=int,
+            default=None,
+            metavar="N",
+            help="generated conversations of about N chunks of 16 tokens (default 8; the "
+            "hand-written ones keep their own length)",
+        )
     latency = which.choices["latency"]
     latency.add_argument(
         "--sdk",
@@ -177,7 +185,12 @@ def _parser() -> argparse.ArgumentParser:
         "longmem", help="LoCoMo or LongMemEval: REFRAG vs truncation, RAG, no memory"
     )
     longmem.add_argument("--data", type=Path, required=True, help="the data set's JSON file")
-    longmem.add_argument("--format", choices=("locomo", "longmemeval"), required=True)
+    longmem.add_argument(
+        "--format",
+        choices=("locomo", "longmemeval"),
+        required=True,
+        help="the file's schema: LoCoMo (locomo10.json) or LongMemEval",
+    )
     longmem.add_argument("--limit", type=int, default=None, metavar="N", help="first N questions")
     longmem.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
     longmem.add_argument("--p", type=float, default=0.25, help="REFRAG's expanded fraction")
@@ -297,8 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_serve_bench(quick=args.quick, json_path=args.json)
         elif args.bench in ("quality", "policies"):
+            from refrag_agent.bench.evaluation import QA_SIZE
             from refrag_agent.bench.policies import run_policies_bench
             from refrag_agent.bench.quality import run_quality_bench
+            from refrag_agent.training.stages import task_size
 
             run = run_quality_bench if args.bench == "quality" else run_policies_bench
             run(
@@ -308,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 n_examples=args.n,
                 qa_set=args.qa_set,
                 prose=args.prose,
+                qa_size=QA_SIZE if args.qa_chunks is None else task_size(args.qa_chunks),
             )
         elif args.bench == "longmem":
             from tqdm import tqdm

@@ -188,6 +188,12 @@ def run_quality_bench(
             "qa_set": qa_set,
             "n_examples": sum(len(v) for v in sets.values()),
             "sets": {k: len(v) for k, v in sets.items()},
+            "qa_size": qa_size,
+            "chunks_per_conversation": {
+                k: round(sum(ev.qa_layout(t, ())[1].n_chunks for t in v) / len(v), 1)
+                for k, v in sets.items()
+                if v
+            },
             "tasks": list(QA_TASKS) if qa_set == "templates" else list(DIALOGUE_TASKS),
             "rows": qa,
         },
@@ -216,9 +222,13 @@ def format_quality(result: dict[str, Any]) -> str:
         lines.append(f"  {'gap closed by REFRAG k=16':<28} {pp['gap_closed']:.1%}")
     qa = result["memory_qa"]
     parts = qa.get("sets", {})
+    chunks = qa.get("chunks_per_conversation", {})
     lines.append(
         f"memory QA exact match (n={qa['n_examples']}; all"
-        + "".join(f", {k} n={v}" for k, v in parts.items())
+        + "".join(
+            f", {k} n={v}" + (f" ~{chunks[k]:g} chunks" if k in chunks else "")
+            for k, v in parts.items()
+        )
         + "):"
     )
     for r in qa["rows"]:
