@@ -503,9 +503,13 @@ class Session:
             )
         else:
             last: list[tuple[ContextPlan, Generation]] = []
+            # This call's own tool calls and outputs go in as tokens, as its query does:
+            # a model that cannot read the output it asked for asks again.
+            exchanged: set[str] = set()
 
             async def step() -> str:
-                plan, record = await self._plan(turn, budget, params.max_new_tokens, preamble)
+                pinned = budget.model_copy(update={"pinned": budget.pinned | exchanged})
+                plan, record = await self._plan(turn, pinned, params.max_new_tokens, preamble)
                 generation = await agent._engine.generate(plan, params)
                 await keep_query()
                 last.append((record, generation))
@@ -516,20 +520,22 @@ class Session:
             async with contextlib.aclosing(loop) as events:
                 async for event in events:
                     if isinstance(event, ToolCallEvent):
-                        await self._write(
+                        written = await self._write(
                             SegmentKind.TOOL_CALL,
                             event.call.text,
                             source=event.call.name,
                             extra=pairing_metadata(event.call),
                         )
+                        exchanged.add(written.id)
                         yield event
                     elif isinstance(event, ToolOutputEvent):
-                        await self._write(
+                        written = await self._write(
                             SegmentKind.TOOL_OUTPUT,
                             event.output.text,
                             source=event.call.name,
                             extra=pairing_metadata(event.call),
                         )
+                        exchanged.add(written.id)
                         yield event
                     else:
                         result = event.result

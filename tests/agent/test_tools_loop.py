@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from refrag_agent.agent import Agent
+from refrag_agent.budget import Budget
 from refrag_agent.engines import ScriptedEngine
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.reply import ReplyDone
@@ -108,3 +109,29 @@ async def test_real_model_with_tools(agent: Agent) -> None:
     assert not [e for e in events if isinstance(e, ToolCallEvent | ToolOutputEvent)]
     assert done.reply.finish_reason == "answer"
     assert done.reply.plan.tokens_held > done.reply.plan.positions_fed
+
+
+async def test_the_calls_own_exchanges_are_read_as_tokens(
+    agent_model: RefragModel, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(
+        agent_model,
+        [
+            ScriptedEngine.call("lookup_order", order_id=7731),
+            ScriptedEngine.call("lookup_order", order_id=12),
+            "Both arrive on Thursday.",
+        ],
+    )
+    async with Agent.open(engine=engine, memory=tmp_path) as agent:
+        chat = agent.session(tenant="acme", session="pins")
+        await chat.add_tool_output("lookup_order", '{"order": 5, "eta": "Monday"}')
+        reply = await chat.respond(
+            "Where are orders 7731 and 12?", tools=[lookup_order], budget=Budget(tokens=0)
+        )
+    # Nothing is expanded by the budget, yet every call and output of this respond is fed
+    # as tokens; the older tool output of the session stays compressed.
+    uses = {u.kind: [] for u in reply.plan.segments}
+    for u in reply.plan.segments:
+        uses[u.kind].append(u.pinned)
+    assert uses[SegmentKind.TOOL_CALL] == [True, True]
+    assert uses[SegmentKind.TOOL_OUTPUT] == [False, True, True]
