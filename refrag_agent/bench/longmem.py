@@ -309,6 +309,7 @@ async def run_longmem_bench(
     }
     write_json(json_path, payload)
     if plot_path is not None:
+        # Deferred for import time: matplotlib loads only when a plot is asked for.
         from refrag_agent.bench.longmem_plot import longmem_figure
 
         plot_path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ from refrag_agent.model.base_decoder import (
 from refrag_agent.model.decoder import load_decoder
 from refrag_agent.model.fingerprint import Fingerprint, json_value
 from refrag_agent.model.quiet import quiet_transformers
+from refrag_agent.model.tensor_digest import tensor_digests
 
 log = get_logger(__name__)
 
@@ -88,8 +89,6 @@ def adapter_files_fingerprint(directory: Path) -> Fingerprint | None:
         }
     except (OSError, ValueError, KeyError, TypeError, SafetensorError):
         return None  # the peft path reports what is wrong with it
-    from refrag_agent.model.tensor_digest import tensor_digests
-
     renamed = {}
     for name, tensor in state.items():
         suffix = next((s for s in _LORA_SUFFIXES if name.endswith(s)), None)
