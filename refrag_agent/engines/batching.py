@@ -9,7 +9,9 @@ prefill`) and merged into the running cache by left-padding the shorter side, so
 request that arrives mid-flight waits for one step, not for a whole batch to finish. A
 row that ends (end of text, stop string, token limit, client gone, deadline) leaves at
 once: its cache rows are dropped and columns no remaining row attends to are cut, so a
-step costs what the live rows need.
+step costs what the live rows need. Each full-attention layer keeps its keys and values at
+the front of a longer buffer (:class:`_RoomyLayer`), so a step writes one column instead
+of copying the whole cache, as ``torch.cat`` would, once per layer.
 
 Greedy rows give the tokens of one-at-a-time decoding up to float rounding: padding
 changes the shapes of the matrix products, not the maths (a masked key weighs exactly 0).
@@ -26,6 +28,7 @@ from typing import Any, Literal, TypeAlias, Union
 
 import torch
 import torch.nn.functional as F
+from transformers.cache_utils import DynamicLayer
 
 from refrag_agent.model.assembly import PlacementPlan
 from refrag_agent.model.generation import (
@@ -156,6 +159,7 @@ class DecodeBatch:
         with torch.inference_mode():
             assembled = self.model.assemble([job.plan for job in jobs])
         logits, cache = prefill(self.model.decoder, assembled)  # (n, V)
+        _make_room(cache)
         rows = [_Row(job, self.model) for job in jobs]
         ids = self._sample(rows, logits)
         if self.cache is None or self.next_ids is None:
@@ -227,6 +231,65 @@ class DecodeBatch:
 
 def _layers(cache: KVCache) -> list[Any]:
     return list(cache.past.layers)
+
+
+class _RoomyLayer(DynamicLayer):
+    """A full-attention cache layer that appends in place.
+
+    ``keys`` and ``values`` stay what transformers expects, (B, H, T, D) tensors; here they
+    are views of the first T columns of (B, H, T + room, D) buffers, and an update writes
+    the new columns after them. Anything that replaces ``keys`` (a merge, a row selection,
+    a trim) leaves them outside the buffer: the next update copies them into a new one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._room: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.keys, self.values
+        assert keys is not None and values is not None  # made from a filled layer
+        n, add = keys.shape[-2], key_states.shape[-2]
+        if not self._holds(keys, values, n + add):
+            # Grow by an eighth (at least 64 columns): a copy every few dozen steps at most.
+            room = n + add + max(64, n // 8)
+            grown_k = keys.new_empty((*keys.shape[:2], room, keys.shape[-1]))  # (B, H, room, D)
+            grown_v = values.new_empty((*values.shape[:2], room, values.shape[-1]))
+            grown_k[:, :, :n] = keys
+            grown_v[:, :, :n] = values
+            self._room = (grown_k, grown_v)
+        assert self._room is not None
+        buffer_k, buffer_v = self._room
+        buffer_k[:, :, n : n + add] = key_states
+        buffer_v[:, :, n : n + add] = value_states
+        self.keys, self.values = buffer_k[:, :, : n + add], buffer_v[:, :, : n + add]
+        return self.keys, self.values
+
+    def _holds(self, keys: torch.Tensor, values: torch.Tensor, width: int) -> bool:
+        """Whether ``keys``/``values`` start the buffers and ``width`` columns fit them."""
+        if self._room is None:
+            return False
+        return all(
+            live.data_ptr() == buffer.data_ptr()
+            and live.stride() == buffer.stride()
+            and live.shape[:2] == buffer.shape[:2]
+            and width <= buffer.shape[-2]
+            for live, buffer in zip((keys, values), self._room, strict=True)
+        )
+
+
+def _make_room(cache: KVCache) -> None:
+    """Swap each plain full-attention layer of a filled cache for a :class:`_RoomyLayer`."""
+    layers = getattr(cache.past, "layers", None)
+    if layers is None:
+        return
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized:
+            roomy = _RoomyLayer()
+            roomy.__dict__.update(layer.__dict__)  # device, dtype, keys, values, flags
+            layers[i] = roomy
 
 
 def _merge(old: KVCache, new: KVCache) -> KVCache:

@@ -268,12 +268,13 @@ class Scheduler:
             else:
                 ready.append(job)
         try:
+            # Counted first: a caller that sees its tokens sees the call that made them.
             if ready:
-                batch.admit(ready)
                 self.counters.prefills += 1
+                batch.admit(ready)
             elif batch.rows:
-                batch.step()
                 self.counters.steps += 1
+                batch.step()
         except Exception as e:  # a decoder failure ends the rows in flight, not the thread
             log.exception("decoding failed", rows=len(batch.rows), joining=len(ready))
             failure = JobFailed("error", "the decoder failed; the log has details", cause=e)

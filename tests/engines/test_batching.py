@@ -60,6 +60,24 @@ def test_rows_join_and_leave_as_if_alone(model: RefragModel) -> None:
     assert min(widths[widths.index(max(widths)) :]) < max(widths)
 
 
+def test_a_step_appends_to_the_cache_in_place(model: RefragModel) -> None:
+    """Each layer's keys sit at the front of a buffer with room: a step writes one column
+    instead of copying the cache (the first step after a prefill or merge makes the room)."""
+    params = SamplingParams(max_new_tokens=20)
+    batch = DecodeBatch(model)
+    batch.admit([Job(plan, params, lambda event: None, ignore_eos=True) for plan in plans(model)])
+    batch.step()
+    assert batch.cache is not None
+    layers = list(batch.cache.past.layers)
+    where = [layer.keys.data_ptr() for layer in layers]
+    width = batch.cache.length
+    for _ in range(5):
+        batch.step()
+    assert batch.cache.length == width + 5
+    assert all(layer.keys.shape[-2] == width + 5 for layer in layers)
+    assert [layer.keys.data_ptr() for layer in layers] == where
+
+
 def test_batched_prefill_matches_single_within_rounding(model: RefragModel) -> None:
     todo = plans(model)
     together = model.logits(todo)[:, -1]  # (B, V), left-padded
