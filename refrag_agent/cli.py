@@ -170,6 +170,27 @@ def _parser() -> argparse.ArgumentParser:
             help="generated conversations of about N chunks of 16 tokens (default 8; the "
             "hand-written ones keep their own length)",
         )
+    served = which.choices["serve"]
+    served.add_argument(
+        "--in-process",
+        action="store_true",
+        help="only concurrent sessions of one agent on one in-process engine, against one "
+        "call at a time (no HTTP server)",
+    )
+    served.add_argument(
+        "--model",
+        default=None,
+        help="with --in-process: checkpoint directory, or 'bundled' for the embedded default "
+        "(default: a random Llama)",
+    )
+    served.add_argument(
+        "--context-tokens", type=int, default=None, help="tokens of context per session"
+    )
+    served.add_argument("--max-tokens", type=int, default=None, help="output tokens per call")
+    served.add_argument("--rounds", type=int, default=None, help="calls per caller per level")
+    served.add_argument(
+        "--repeats", type=int, default=None, help="with --in-process: runs of every level"
+    )
     latency = which.choices["latency"]
     latency.add_argument(
         "--sdk",
@@ -306,9 +327,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
             )
         elif args.bench == "serve":
-            from refrag_agent.bench.serve import run_serve_bench
+            sizing = {
+                "context_tokens": args.context_tokens,
+                "max_tokens": args.max_tokens,
+                "rounds": args.rounds,
+            }
+            if args.in_process:
+                from refrag_agent.bench.in_process import run_in_process_bench
 
-            run_serve_bench(quick=args.quick, json_path=args.json)
+                run_in_process_bench(
+                    quick=args.quick,
+                    json_path=args.json,
+                    model=args.model,
+                    repeats=args.repeats,
+                    **sizing,
+                )
+            else:
+                if args.model is not None or args.repeats is not None:
+                    print("error: --model and --repeats go with --in-process", file=sys.stderr)
+                    return 2
+                from refrag_agent.bench.serve import run_serve_bench
+
+                run_serve_bench(quick=args.quick, json_path=args.json, **sizing)
         elif args.bench in ("quality", "policies"):
             from refrag_agent.bench.evaluation import QA_SIZE
             from refrag_agent.bench.policies import run_policies_bench
