@@ -26,9 +26,9 @@ from refrag_agent.serve.limits import ServeLimits
 from refrag_agent.serve.requests import ChatRequest, build_plan
 from refrag_agent.template import REFRAG_TEMPLATE
 from refrag_agent.timeline import SegmentKind
-from refrag_agent.tools import tool
 from refrag_agent.training.stages import EVERY_CHUNK, layout_task
 from refrag_agent.training.tasks import Segment, TaskExample
+from refrag_agent.training.tool_dialogues import TRAIN_TOOLS
 
 EVERYTHING = Budget(p=1.0)
 SYSTEM = "You are a helpful assistant. Answer in a few words."
@@ -126,27 +126,22 @@ async def test_sdk_server_and_training_lay_out_the_same_tokens(
     assert sdk == model.tokenizer.encode(rendered, allow_special=True)
 
 
-@tool
-def lookup_order(order_id: int) -> dict[str, str]:
-    """Find an order by its number."""
-    return {"order": str(order_id), "status": "shipped on Monday"}
-
-
-async def test_tools_and_a_past_call_lay_out_alike(model: RefragModel, tmp_path: Path) -> None:
-    """The tools preamble, a call and its output: the SDK's tool loop and the server."""
-    engine = ScriptedEngine(
-        model, [ScriptedEngine.call("lookup_order", order_id=42), "It shipped on Monday."]
-    )
+async def test_a_tool_loops_second_step_lays_out_alike(model: RefragModel, tmp_path: Path) -> None:
+    """The tools preamble, the question, then the call and its output: the SDK's tool loop,
+    the server, and training's answer-from-the-output task."""
+    weather = TRAIN_TOOLS[0].tool
+    engine = ScriptedEngine(model, [ScriptedEngine.call(weather.name, city="Oslo"), "Sunny."])
+    question = "What is the weather in Oslo?"
     async with Agent.open(engine=engine, memory=tmp_path / "memory", budget=EVERYTHING) as agent:
         session = agent.session(tenant="acme", session="tools")
         await session.add_system(SYSTEM)
-        await session.respond("Where is order 42?", tools=[lookup_order])
+        await session.respond(question, tools=[weather])
         stored = await session.timeline()
     call, output = (s for s in stored if s.kind in (SegmentKind.TOOL_CALL, SegmentKind.TOOL_OUTPUT))
     arguments = json.dumps(json.loads(call.text)["arguments"])
     messages: list[dict[str, object]] = [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": "Where is order 42?"},
+        {"role": "user", "content": question},
         {
             "role": "assistant",
             "content": None,
@@ -154,14 +149,36 @@ async def test_tools_and_a_past_call_lay_out_alike(model: RefragModel, tmp_path:
                 {
                     "id": "call_1",
                     "type": "function",
-                    "function": {"name": "lookup_order", "arguments": arguments},
+                    "function": {"name": weather.name, "arguments": arguments},
                 }
             ],
         },
         {"role": "tool", "tool_call_id": "call_1", "content": output.text},
     ]
-    server = server_plan(model, messages, tools=[lookup_order.schema()])
-    assert token_ids(engine.plans[1].placements) == token_ids(server.placements)
+    server = server_plan(model, messages, tools=[weather.schema()])
+    task = TaskExample(
+        task="tool_call",
+        seed=0,
+        segments=(Segment("system", SYSTEM),),
+        question=question,
+        answer="Sunny.",
+        references=("Sunny.",),
+        tools=(weather.name,),
+        exchange=(Segment("tool_call", call.text), Segment("tool_output", output.text)),
+    )
+    example, _ = layout_task(
+        task, model.tokenizer, k=model.k, template=model.template, expand=EVERY_CHUNK
+    )
+    sdk = token_ids(engine.plans[1].placements)
+    assert sdk == token_ids(server.placements) == token_ids(example.prefix)
+    t = REFRAG_TEMPLATE
+    closing = (
+        t.render(SegmentKind.USER, question)
+        + t.render(SegmentKind.TOOL_CALL, call.text)
+        + t.render(SegmentKind.TOOL_OUTPUT, output.text)
+        + t.generation_prompt
+    )
+    assert model.tokenizer.decode(sdk).endswith(closing)
 
 
 async def test_the_same_openai_messages_in_a_session_and_on_the_server(

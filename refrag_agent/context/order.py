@@ -2,7 +2,8 @@
 
 Order: system segments first, then the timeline in ``seq`` order; a segment written with
 ``placement="start"`` or ``"before_query"`` moves there, ``"after:<segment id>"`` right
-behind that segment. System prompts, the last turns and the budget's pins stay tokens.
+behind that segment; the query's turn comes after them all, followed only by what was
+written after it (a tool loop's own calls and outputs). System prompts, the last turns and the budget's pins stay tokens.
 """
 
 from __future__ import annotations
@@ -28,10 +29,15 @@ def check_placement(placement: str) -> str:
 
 def order_segments(segments: Sequence[Segment], *, query_id: str | None = None) -> list[Segment]:
     """System first, then chronological with the placement moves; 'before_query' segments
-    go right before the query's own turn (``query_id``), which closes the layout."""
+    go right before the query's own turn (``query_id``). What was written after the query
+    (the call's own tool calls and outputs, in a tool loop's later steps) follows it in
+    the order written; otherwise the query closes the layout."""
     by_seq = sorted(segments, key=lambda s: s.seq)
     query = [s for s in by_seq if s.id == query_id]
-    by_seq = [s for s in by_seq if s.id != query_id]
+    if query:
+        query += [s for s in by_seq if s.seq > query[0].seq]
+    closing = {s.id for s in query}
+    by_seq = [s for s in by_seq if s.id not in closing]
     start = [s for s in by_seq if s.kind is SegmentKind.SYSTEM or _place(s) == "start"]
     last = [s for s in by_seq if _place(s) == "before_query" and s not in start]
     after = [s for s in by_seq if _place(s).startswith("after:") and s not in start]

@@ -4,7 +4,8 @@ Messages are laid out like an SDK session, by the context builder
 (:mod:`refrag_agent.context`) and the template (:mod:`refrag_agent.template`): each
 message is a segment (id ``m<index>``, ``seq`` its index, kind from its role), framed
 header, chunks, end; system messages go first and the query (the last user message)
-closes the layout, after any later tool exchange, then the generation prompt. System and
+comes after every earlier message, followed only by the tool exchange written after it
+(in order), then the generation prompt. System and
 developer messages and the last :data:`LAST_TURNS` user/assistant messages stay tokens;
 older messages go in as chunk embeddings unless the expansion budget (``refrag.budget``,
 else the server's default) lets the policy expand them. Message text is always encoded
@@ -641,7 +642,7 @@ def _stored_chunks(
 
 
 def _query(chat: ChatRequest) -> int | None:
-    """The last user message's index: the query the chunks are scored against, and the
-    turn that closes the layout (as the SDK's query, after any later tool exchange)."""
+    """The last user message's index: the query the chunks are scored against; only the
+    messages after it (a tool exchange) follow it in the layout, as in the SDK."""
     users = [m for m, message in enumerate(chat.messages) if message.role == "user"]
     return users[-1] if users else None

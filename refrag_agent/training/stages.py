@@ -50,7 +50,7 @@ from refrag_agent.tools import tools_preamble
 from refrag_agent.training.data import Split
 from refrag_agent.training.dialogues import natural_example
 from refrag_agent.training.presets import SftTasks, StageConfig, StageName
-from refrag_agent.training.tasks import TaskExample, mixed_example
+from refrag_agent.training.tasks import Segment, TaskExample, mixed_example
 from refrag_agent.training.tool_dialogues import offered_tools, tool_example
 
 IGNORE = -100
@@ -274,13 +274,17 @@ def answer_chunks(example: TaskExample, tokenizer: Tokenizer, *, k: int) -> set[
     return out
 
 
-def task_segments(example: TaskExample, tokenizer: Tokenizer, *, k: int) -> list[ContextSegment]:
-    """A task's segments as the context builder takes them; ``seq`` is their order."""
+def task_segments(
+    segments: Sequence[Segment], tokenizer: Tokenizer, *, k: int, first: int = 0, pinned: bool = False
+) -> list[ContextSegment]:
+    """A task's segments as the context builder takes them; ``seq`` is their order,
+    counted from ``first``; ``pinned`` ones always go in as tokens."""
     out = []
-    for j, seg in enumerate(example.segments):
+    for j, seg in enumerate(segments, start=first):
         chunks = chunk_ids(tokenizer.encode(seg.text), tokenizer, k=k)
         slots = tuple(ChunkSlot(c.token_ids, c.n_tokens, c.index, c.text) for c in chunks)
-        out.append(ContextSegment(f"s{j}", SegmentKind(seg.kind), seg.kind, j, slots))
+        kind = SegmentKind(seg.kind)
+        out.append(ContextSegment(f"s{j}", kind, seg.kind, j, slots, pinned=pinned))
     return out
 
 
@@ -294,19 +298,27 @@ def layout_task(
     rng: np.random.Generator | None = None,
     expand_p: float = 0.0,
 ) -> tuple[Example, Draft]:
-    """Lay a task out with the SDK's context builder, then the question.
+    """Lay a task out with the SDK's context builder, then the question (and after it,
+    the task's ``exchange``).
 
     Chunk ``i`` (counted over the whole context) goes in as tokens when it is in
     ``expand``, or with probability ``expand_p``; otherwise compressed. Returns the
     example and its draft (whose :func:`chunk_features` the policy reads).
     """
-    segments = task_segments(example, tokenizer, k=k)
+    segments = task_segments(example.segments, tokenizer, k=k)
+    suffix = template.question(example.question)
+    if example.exchange:
+        # The tool loop's later steps: the question, then this call's own tool calls and
+        # outputs, all as tokens in the order they were written, as the SDK lays them out.
+        later = (Segment("user", example.question), *example.exchange)
+        segments += task_segments(later, tokenizer, k=k, first=len(segments), pinned=True)
+        suffix = template.generation_prompt
     d = draft(
         segments,
         template=template,
         tokenizer=tokenizer,
         prefix=tools_preamble(offered_tools(example.tools), template),
-        suffix=template.question(example.question),
+        suffix=suffix,
     )
     chosen = {
         i

@@ -128,6 +128,9 @@ class TaskExample:
     references: tuple[str, ...]
     calls_tool: bool = False  # the answer is a call's JSON, written after the call marker
     tools: tuple[str, ...] = ()  # the tools offered (training.tool_dialogues), by name
+    # What the answering call itself wrote after the question: its tool calls and their
+    # outputs, in order (the tool loop's later steps); laid out after the question.
+    exchange: tuple[Segment, ...] = ()
 
 
 def _key(rng: random.Random) -> str:

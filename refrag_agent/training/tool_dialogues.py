@@ -8,9 +8,9 @@ Three shapes, as the tool loop meets them:
 - ``call``: the question needs a tool; the answer is the call's JSON after the template's
   call marker. A third of the time the argument was told earlier in the conversation
   ("my order is 7731" ... "where is my order?"), so memory supplies it.
-- ``answer``: the call and its output are in the context, laid out as the loop's second
-  step is (call, output, then the question closes the layout); the answer is the asked
-  field's value, read from the output.
+- ``answer``: the call and its output follow the question (the example's ``exchange``),
+  laid out as the loop's second step is (question, call, output, then the answer); the
+  answer is the asked field's value, read from the output.
 - ``memory``: the question is about a fact of the conversation; answered directly, no
   call, although tools are offered.
 
@@ -484,8 +484,15 @@ def tool_example(
             tools=offered,
         )
     result = use.tool(**{use.arg: value})
-    segments += [Segment("tool_call", call), Segment("tool_output", output_text(result))]
+    exchange = (Segment("tool_call", call), Segment("tool_output", output_text(result)))
     answer = str(result[field])
     return TaskExample(
-        "tool_call", seed, tuple(segments), question, answer, (answer,), tools=offered
+        "tool_call",
+        seed,
+        tuple(segments),
+        question,
+        answer,
+        (answer,),
+        tools=offered,
+        exchange=exchange,
     )

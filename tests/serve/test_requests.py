@@ -57,10 +57,13 @@ def test_the_system_prompt_and_the_last_turns_stay_tokens(serve_model: RefragMod
     assert OLD in visible(serve_model, everything)
 
 
-def test_the_query_closes_the_layout(serve_model: RefragModel) -> None:
-    """After a tool exchange the question comes last, as in an SDK session's tool loop."""
+def test_a_tool_exchange_follows_the_query(serve_model: RefragModel) -> None:
+    """The question, then the call and output written after it, as in an SDK session's
+    tool loop; earlier messages before the question."""
     call = {"id": "c1", "type": "function", "function": {"name": "get_order", "arguments": "{}"}}
     messages = [
+        {"role": "user", "content": "Hello."},
+        {"role": "assistant", "content": "Hi."},
         {"role": "user", "content": "Where is my order?"},
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "c1", "content": "shipped"},
@@ -68,8 +71,9 @@ def test_the_query_closes_the_layout(serve_model: RefragModel) -> None:
     prepared = prepare(serve_model, messages, refrag={"budget": {"p": 1}}, tools=[TOOL])
     text = visible(serve_model, prepared)
     assert text.endswith(
+        "<|user|>Hello.<|end|><|assistant|>Hi.<|end|><|user|>Where is my order?<|end|>"
         '<|tool_call|>{"arguments": {}, "name": "get_order"}<|end|><|tool_output|>shipped<|end|>'
-        "<|user|>Where is my order?<|end|><|assistant|>"
+        "<|assistant|>"
     )
     assert text.startswith(REFRAG_TEMPLATE.header(SegmentKind.SYSTEM) + "You can call tools.")
 

@@ -33,10 +33,12 @@ def test_same_seed_same_dialogue_and_shapes_differ() -> None:
     assert call.calls_tool and not answer.calls_tool
     request = json.loads(call.answer)
     assert request["name"] in call.tools and call.references == (call.answer,)
-    # The loop's second step: the same call, its output, and the value read from it.
-    assert [s.kind for s in answer.segments[-2:]] == ["tool_call", "tool_output"]
-    assert answer.segments[-2].text == call.answer
-    assert answer.answer in answer.segments[-1].text
+    # The loop's second step: the same call and its output after the question, and the
+    # value read from it.
+    assert [s.kind for s in answer.exchange] == ["tool_call", "tool_output"]
+    assert answer.question == call.question and answer.exchange[0].text == call.answer
+    assert answer.answer in answer.exchange[1].text
+    assert all(s.kind != "tool_call" for s in answer.segments)
 
 
 def test_memory_questions_are_answered_without_a_call() -> None:
@@ -82,6 +84,17 @@ def test_the_layout_opens_with_the_agents_tools_preamble(smol_tokenizer: Tokeniz
     assert smol_tokenizer.decode(list(first.token_ids)) == preamble
     target = smol_tokenizer.decode(list(example.target))
     assert target == f"<tool_call>{ex.answer}<|im_end|>"
+
+
+def test_the_exchange_follows_the_question_as_tokens(smol_tokenizer: Tokenizer) -> None:
+    ex = tool_example(3, size=4, shape="answer")
+    example, d = layout_task(ex, smol_tokenizer, k=16, template=CHATML_TEMPLATE)
+    kinds = [s.kind.value for s in d.segments]
+    assert kinds[-3:] == ["user", "tool_call", "tool_output"]
+    assert all(s.pinned for s in d.segments[-3:]) and not any(s.pinned for s in d.segments[:-3])
+    last = d.items[-1]
+    assert not isinstance(last, int)
+    assert smol_tokenizer.decode(list(last.token_ids)) == CHATML_TEMPLATE.generation_prompt
 
 
 def test_bad_input_is_refused() -> None:
