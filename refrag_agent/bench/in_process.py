@@ -362,6 +362,8 @@ def run_in_process_bench(
         "model": {**describe_model(loaded, name), "output_tokens": max_tokens, "rounds": rounds},
         "context_tokens": context_tokens,
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        # OpenMP threads that spin while idle take the cores the other threads need.
+        "environment": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")},
         "in_process": part,
     }
     print(format_in_process(payload))
@@ -413,6 +415,7 @@ def format_in_process(payload: dict[str, Any]) -> str:
     if load:
         lines.append(
             f"load average (1 min) before {load['before'][0]:.2f}, after {load['after'][0]:.2f} "
-            f"on {os.cpu_count()} cores"
+            f"on {os.cpu_count()} cores; "
+            + ", ".join(f"{k}={v}" for k, v in payload.get("environment", {}).items())
         )
     return "\n".join(lines)
