@@ -3,7 +3,8 @@
 Order: system segments first, then the timeline in ``seq`` order; a segment written with
 ``placement="start"`` or ``"before_query"`` moves there, ``"after:<segment id>"`` right
 behind that segment; the query's turn comes after them all, followed only by what was
-written after it (a tool loop's own calls and outputs). System prompts, the last turns and the budget's pins stay tokens.
+written after it (a tool loop's own calls and outputs). System prompts, the last turns
+and the budget's pins stay tokens.
 """
 
 from __future__ import annotations

@@ -275,7 +275,12 @@ def answer_chunks(example: TaskExample, tokenizer: Tokenizer, *, k: int) -> set[
 
 
 def task_segments(
-    segments: Sequence[Segment], tokenizer: Tokenizer, *, k: int, first: int = 0, pinned: bool = False
+    segments: Sequence[Segment],
+    tokenizer: Tokenizer,
+    *,
+    k: int,
+    first: int = 0,
+    pinned: bool = False,
 ) -> list[ContextSegment]:
     """A task's segments as the context builder takes them; ``seq`` is their order,
     counted from ``first``; ``pinned`` ones always go in as tokens."""

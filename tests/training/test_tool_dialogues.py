@@ -88,7 +88,7 @@ def test_the_layout_opens_with_the_agents_tools_preamble(smol_tokenizer: Tokeniz
 
 def test_the_exchange_follows_the_question_as_tokens(smol_tokenizer: Tokenizer) -> None:
     ex = tool_example(3, size=4, shape="answer")
-    example, d = layout_task(ex, smol_tokenizer, k=16, template=CHATML_TEMPLATE)
+    _, d = layout_task(ex, smol_tokenizer, k=16, template=CHATML_TEMPLATE)
     kinds = [s.kind.value for s in d.segments]
     assert kinds[-3:] == ["user", "tool_call", "tool_output"]
     assert all(s.pinned for s in d.segments[-3:]) and not any(s.pinned for s in d.segments[:-3])
