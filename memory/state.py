@@ -24,7 +24,7 @@ from refrag_agent.timeline import Segment
 from . import keys, sql
 from .cache import EmbeddingCache
 from .chunks import ChunkTable, SegmentRowInfo
-from .encoding import EmbeddingFunction, FloatArray, as_embeddings
+from .encoding import EmbeddingFunction, EncodingQueue, FloatArray
 from .settings import StoreSettings
 
 IN_BATCH = 900  # ids per SQL ``IN (...)`` or LanceDB ``IN`` filter
@@ -65,6 +65,9 @@ class StoreState:
         self.read_only = read_only
         self.encoder_key = keys.encoder_key(encoder.fingerprint)
         self.cache = EmbeddingCache(settings.embedding_cache_size)
+        # Every encoding of the store goes through one queue: concurrent callers' texts
+        # share an encoder call.
+        self.encoding = EncodingQueue(encoder)
         self.host = socket.gethostname()
         # Who owns a pending write: host, pid (to tell a dead local writer) and a nonce.
         self.owner = f"{self.host}|{os.getpid()}|{uuid.uuid4().hex}"
@@ -104,13 +107,10 @@ class StoreState:
         except SQLAlchemyError as e:
             raise StoreError("SQL read failed") from e
 
-    async def encode(self, texts: list[str]) -> FloatArray:
-        # Encoders are CPU/GPU bound: run them off the event loop.
-        try:
-            raw = await asyncio.to_thread(self.encoder.encode, texts)
-        except Exception as e:
-            raise StoreError("the encoder failed", fingerprint=self.encoder.fingerprint) from e
-        return as_embeddings(raw, n=len(texts), dim=self.encoder.dim, what="encoder output")
+    async def encode(self, texts: Sequence[str]) -> FloatArray:
+        """float32 ``(len(texts), dim)``; off the event loop, shared with concurrent
+        callers (:class:`~.encoding.EncodingQueue`)."""
+        return await self.encoding.encode(texts)
 
     def row_info(self, segment: Segment, seg_key: str) -> SegmentRowInfo:
         """What every chunk row of ``segment`` carries besides its own data."""

@@ -42,7 +42,7 @@ from refrag_agent.timeline import Chunk, Scope, Segment, SegmentKind
 from . import keys, sql
 from .bulk import BulkWriter
 from .chunks import ChunkTable, build_rows
-from .encoding import EmbeddingFunction, NoEncoder, as_embeddings
+from .encoding import EmbeddingFunction, FloatArray, NoEncoder, as_embeddings
 from .forget import Forgetter
 from .housekeeping import Housekeeper, release_free_memory
 from .ledger import PendingLedger
@@ -346,6 +346,18 @@ class MemoryStore(AsyncClosing):
             n_reused=n_reused,
             n_encoded=n_encoded,
         )
+
+    async def embed(self, texts: Sequence[str]) -> FloatArray:
+        """The store's encoder's vectors for ``texts``: float32 ``(len(texts), dim)``.
+
+        Concurrent calls (and the store's own encodings) share one encoder call; a text's
+        vector does not depend on the others it shares it with beyond float rounding.
+        Nothing is cached or written. A failing encoder raises ``StoreError``.
+        """
+        self._state.check_open()
+        if isinstance(texts, str):
+            raise InvalidInput("texts must be a sequence of strings, not one string")
+        return await self._state.encode(texts)
 
     # -- reads ----------------------------------------------------------------------------
 

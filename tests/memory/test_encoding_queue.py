@@ -1,0 +1,152 @@
+"""EncodingQueue: concurrent callers' texts share one encoder call, each gets its own rows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from refrag_agent.errors import InvalidInput, StoreError
+from refrag_agent.memory import HashEncoder, MemoryStore
+from refrag_agent.memory.encoding import EncodingQueue
+from tests.memory.conftest import QUIET
+
+
+class GatedEncoder(HashEncoder):
+    """A HashEncoder whose first call waits for ``gate``; it records each call's texts and
+    fails a call holding the text ``bad``."""
+
+    def __init__(self) -> None:
+        super().__init__(16)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[list[str]] = []
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        self.batches.append(list(texts))
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        if "bad" in texts:
+            raise RuntimeError("cannot encode 'bad'")
+        return super().encode(texts)
+
+
+async def _queued(queue: EncodingQueue, n: int) -> None:
+    """Wait until ``n`` requests wait behind the call in progress."""
+    for _ in range(1000):
+        if len(queue._waiting) == n:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{len(queue._waiting)} requests queued, not {n}")
+
+
+async def test_waiting_callers_share_one_call_and_get_their_own_rows() -> None:
+    encoder = GatedEncoder()
+    queue = EncodingQueue(encoder)
+    first = asyncio.create_task(queue.encode(["zero"]))
+    await asyncio.to_thread(encoder.entered.wait, 10)  # the first call is running
+    texts = [[f"text {i}", f"more {i}"] if i % 2 else [f"text {i}"] for i in range(6)]
+    tasks = [asyncio.create_task(queue.encode(t)) for t in texts]
+    await _queued(queue, len(texts))
+    encoder.gate.set()
+    results = await asyncio.gather(first, *tasks)
+    assert encoder.batches == [["zero"], [t for group in texts for t in group]]
+    assert queue.calls == 2
+    reference = HashEncoder(16)
+    for group, rows in zip([["zero"], *texts], results, strict=True):
+        assert rows.dtype == np.float32 and rows.shape == (len(group), 16)
+        np.testing.assert_array_equal(rows, reference.encode(group).numpy())
+
+
+async def test_a_call_takes_at_most_max_texts_unless_one_request_is_larger() -> None:
+    encoder = GatedEncoder()
+    queue = EncodingQueue(encoder, max_texts=3)
+    first = asyncio.create_task(queue.encode(["zero"]))
+    await asyncio.to_thread(encoder.entered.wait, 10)
+    tasks = [
+        asyncio.create_task(queue.encode(t))
+        for t in (["a", "b"], ["c"], ["d"], ["e", "f", "g", "h"], ["i"])
+    ]
+    await _queued(queue, 5)
+    encoder.gate.set()
+    await asyncio.gather(first, *tasks)
+    assert encoder.batches == [["zero"], ["a", "b", "c"], ["d"], ["e", "f", "g", "h"], ["i"]]
+
+
+async def test_a_cancelled_caller_is_left_out_and_the_others_answered() -> None:
+    encoder = GatedEncoder()
+    queue = EncodingQueue(encoder)
+    running = asyncio.create_task(queue.encode(["running"]))
+    await asyncio.to_thread(encoder.entered.wait, 10)
+    gone = asyncio.create_task(queue.encode(["gone"]))
+    kept = asyncio.create_task(queue.encode(["kept"]))
+    await _queued(queue, 2)
+    gone.cancel()
+    running.cancel()  # its call is under way: its rows are dropped
+    encoder.gate.set()
+    rows = await kept
+    np.testing.assert_array_equal(rows, HashEncoder(16).encode(["kept"]).numpy())
+    assert encoder.batches == [["running"], ["kept"]]
+    for task in (gone, running):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert (await queue.encode(["after"])).shape == (1, 16)  # the queue still serves
+
+
+async def test_a_failing_text_fails_only_its_caller() -> None:
+    encoder = GatedEncoder()
+    queue = EncodingQueue(encoder)
+    first = asyncio.create_task(queue.encode(["first"]))
+    await asyncio.to_thread(encoder.entered.wait, 10)
+    good = asyncio.create_task(queue.encode(["good"]))
+    bad = asyncio.create_task(queue.encode(["bad"]))
+    await _queued(queue, 2)
+    encoder.gate.set()
+    await first
+    assert (await good).shape == (1, 16)
+    with pytest.raises(StoreError, match="encoder failed"):
+        await bad
+    # the shared call failed, then each request was encoded alone
+    assert encoder.batches[1:] == [["good", "bad"], ["good"], ["bad"]]
+
+
+async def test_wrong_rows_from_the_encoder_are_refused() -> None:
+    class Short(HashEncoder):
+        def encode(self, texts: Sequence[str]) -> torch.Tensor:
+            return super().encode(texts)[:-1]
+
+    with pytest.raises(InvalidInput, match="wrong shape"):
+        await EncodingQueue(Short(8)).encode(["a", "b"])
+
+
+def test_callers_on_other_threads_loops() -> None:
+    queue = EncodingQueue(HashEncoder(8))
+    results: dict[int, np.ndarray] = {}
+
+    def caller(i: int) -> None:
+        results[i] = asyncio.run(queue.encode([f"thread {i}"]))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    reference = HashEncoder(8)
+    for i in range(4):
+        np.testing.assert_array_equal(results[i], reference.encode([f"thread {i}"]).numpy())
+
+
+async def test_store_embed_uses_the_queue(tmp_path: Path) -> None:
+    encoder = HashEncoder(32)
+    async with MemoryStore.open(tmp_path, encoder=encoder, settings=QUIET) as store:
+        rows = await store.embed(["one", "two"])
+        assert rows.shape == (2, 32) and encoder.calls == 1
+        np.testing.assert_array_equal(rows, HashEncoder(32).encode(["one", "two"]).numpy())
+        assert (await store.embed([])).shape == (0, 32) and encoder.calls == 1
+        with pytest.raises(InvalidInput, match="not one string"):
+            await store.embed("one")
