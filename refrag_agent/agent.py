@@ -45,7 +45,6 @@ from refrag_agent.errors import BudgetError, InvalidInput, ScopeError
 from refrag_agent.lifecycle import AsyncClosing, Opening
 from refrag_agent.logs import get_logger
 from refrag_agent.memory import AppendResult, MemoryStore
-from refrag_agent.memory.encoding import as_embeddings
 from refrag_agent.memory.validation import check_length, check_segment, check_tenant
 from refrag_agent.memory_calls import MemoryHit, append_messages, delete_segments, search_memory
 from refrag_agent.messages import Messages
@@ -572,10 +571,15 @@ class Session:
         n_tokens = sum(len(c.token_ids) for c in chunks)
         segment = segment.model_copy(update={"n_tokens": n_tokens, "n_chunks": len(chunks)})
         self.agent.planner.check_query(segment, max_new_tokens=max_new_tokens, preamble=preamble)
-        encoder = store.encoder
-        raw = await asyncio.to_thread(encoder.encode, [c.text for c in chunks])
-        vectors = as_embeddings(raw, n=len(chunks), dim=encoder.dim, what="encoder output")
-        return QueryTurn(segment, chunks, vectors)
+        # One encoder call for the store's chunk embeddings and the policy's query vector
+        # (when the store encodes with the model's encoder), shared with the concurrent
+        # sessions' encodings (MemoryStore.embed). A one-chunk query is its own vector.
+        texts = [c.text for c in chunks]
+        shared = store.encoder is model.encoder
+        whole = shared and texts != [query]
+        vectors = await store.embed([*texts, query] if whole else texts)  # (n [+ 1], dim)
+        vector = vectors[-1] if shared else None  # else the plan encodes it for the policy
+        return QueryTurn(segment, chunks, vectors[: len(chunks)], vector)
 
     async def _plan(
         self, query: QueryTurn, budget: Budget, max_new_tokens: int, preamble: str = ""

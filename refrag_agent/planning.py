@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from refrag_agent.budget import Budget
 from refrag_agent.context import (
@@ -47,11 +48,14 @@ RECALL_SEGMENTS = 4  # segments brought in from the tenant's other sessions, at 
 @dataclass(frozen=True)
 class QueryTurn:
     """A call's query as a user turn: its segment (``n_tokens``, ``n_chunks`` set), its
-    chunks and their embeddings (float32, (n_chunks, dim)), ready to store once planned."""
+    chunks and their embeddings (float32, (n_chunks, dim)), ready to store once planned;
+    and ``vector``, the whole query's encoding (float32, (dim,)) that the policy reads,
+    where it came with the chunks' (else the plan encodes the query for the policy)."""
 
     segment: Segment
     chunks: list[Chunk]
     embeddings: npt.NDArray[np.float32]
+    vector: npt.NDArray[np.float32] | None = None
 
     def batch(self, *, seq: int, encoder_fingerprint: str) -> ChunkBatch:
         """The query's chunks as the store would fetch them, at ``seq``."""
@@ -148,8 +152,11 @@ class Planner:
             prefix=preamble,
             suffix=template.generation_prompt,
         )
-        vectors = await asyncio.to_thread(model.encode, [text])
-        choice = select(d, self.policy, table, vectors[0], gathered.budget)
+        if query.vector is not None:
+            vector = torch.from_numpy(query.vector)  # (dim,)
+        else:
+            vector = (await asyncio.to_thread(model.encode, [text]))[0]
+        choice = select(d, self.policy, table, vector, gathered.budget)
         layout = place(d, choice, leave_out=budget.unexpanded == "left_out")
         plan = layout.plan(table)
         expanded = sum(c.expanded for c in layout.chunks)
