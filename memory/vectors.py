@@ -3,6 +3,7 @@ re-encoded when another encoder wrote them (stale rows are never mixed in)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,9 @@ class Vectors:
 
     def __init__(self, state: StoreState) -> None:
         self.state = state
+        # Lookups of stored embeddings waiting for the next scan: (tenant key, hashes).
+        self._lookups: list[tuple[str, list[str], asyncio.Future[dict[str, FloatArray]]]] = []
+        self._looker: asyncio.Task[None] | None = None
 
     async def resolve(
         self,
@@ -45,20 +49,9 @@ class Vectors:
             if cached is not None:
                 found[h] = cached
         missing = sorted(set(hashes) - found.keys())
-        for batch in in_batches(missing):
-            rows = await state.chunks.scan(
-                keys.all_of(
-                    keys.eq("tenant_key", tenant_key),
-                    keys.eq("encoder_key", ekey),
-                    keys.isin("content_hash", batch),
-                ),
-                ["content_hash", "vector"],
-                limit=len(batch) * 4,
-            )
-            if rows.num_rows:
-                vectors = vector_matrix(rows, state.encoder.dim)
-                for h, vector in zip(rows.column("content_hash").to_pylist(), vectors, strict=True):
-                    found.setdefault(h, vector)
+        if missing:
+            for h, vector in (await self._stored(tenant_key, missing)).items():
+                found.setdefault(h, vector)
         to_encode = [h for h in missing if h not in found]
         n_reused = sum(1 for h in hashes if h in found)
         if to_encode:
@@ -70,6 +63,62 @@ class Vectors:
             cache.put((tenant_key, ekey, h), vector)
         out = np.stack([found[h] for h in hashes]).astype(np.float32, copy=False)  # (n, dim)
         return out, n_reused, len(hashes) - n_reused
+
+    async def _stored(self, tenant_key: str, hashes: list[str]) -> dict[str, FloatArray]:
+        """Embeddings the chunk table holds for some content hashes of a tenant (this
+        encoder's). Lookups waiting at the same moment go into one scan per tenant, as
+        chunk rows go into one commit (:meth:`ChunkTable.add`)."""
+        future: asyncio.Future[dict[str, FloatArray]] = asyncio.get_running_loop().create_future()
+        self._lookups.append((tenant_key, hashes, future))
+        if self._looker is None or self._looker.done():
+            self._looker = asyncio.create_task(self._look_up())
+        return await future
+
+    async def _look_up(self) -> None:
+        while self._lookups:
+            # Yield once so that lookups started in the same tick join this scan.
+            await asyncio.sleep(0)
+            waiting, self._lookups = self._lookups, []
+            tenants: dict[str, list[tuple[list[str], asyncio.Future[dict[str, FloatArray]]]]]
+            tenants = {}
+            for tenant_key, hashes, future in waiting:
+                if not future.done():  # done: its caller was cancelled
+                    tenants.setdefault(tenant_key, []).append((hashes, future))
+            for tenant_key, callers in tenants.items():
+                wanted = sorted({h for hashes, _ in callers for h in hashes})
+                try:
+                    stored = await self._scan(tenant_key, wanted)
+                except Exception as e:
+                    for _, future in callers:
+                        if not future.done():
+                            future.set_exception(e)
+                    continue
+                except BaseException:  # the loop is closing: no caller waits forever
+                    for _, future in callers:
+                        future.cancel()
+                    raise
+                for hashes, future in callers:
+                    if not future.done():
+                        future.set_result({h: stored[h] for h in hashes if h in stored})
+
+    async def _scan(self, tenant_key: str, hashes: Sequence[str]) -> dict[str, FloatArray]:
+        state = self.state
+        found: dict[str, FloatArray] = {}
+        for batch in in_batches(hashes):
+            rows = await state.chunks.scan(
+                keys.all_of(
+                    keys.eq("tenant_key", tenant_key),
+                    keys.eq("encoder_key", state.encoder_key),
+                    keys.isin("content_hash", batch),
+                ),
+                ["content_hash", "vector"],
+                limit=len(batch) * 4,
+            )
+            if rows.num_rows:
+                vectors = vector_matrix(rows, state.encoder.dim)
+                for h, vector in zip(rows.column("content_hash").to_pylist(), vectors, strict=True):
+                    found.setdefault(h, vector)
+        return found
 
     async def rewrite(self, seg_keys: Sequence[str] | None, scope_filter: str | None) -> int:
         """Re-encode stale rows (of some segments, or matching a filter); return how many."""

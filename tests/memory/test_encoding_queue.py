@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ import torch
 from refrag_agent.errors import InvalidInput, StoreError
 from refrag_agent.memory import HashEncoder, MemoryStore
 from refrag_agent.memory.encoding import EncodingQueue
-from tests.memory.conftest import QUIET
+from refrag_agent.timeline import Scope
+from tests.memory.conftest import QUIET, make_segment
 
 
 class GatedEncoder(HashEncoder):
@@ -150,3 +152,36 @@ async def test_store_embed_uses_the_queue(tmp_path: Path) -> None:
         assert (await store.embed([])).shape == (0, 32) and encoder.calls == 1
         with pytest.raises(InvalidInput, match="not one string"):
             await store.embed("one")
+
+
+async def test_concurrent_appends_share_lookups_and_encodings(tmp_path: Path) -> None:
+    encoder = HashEncoder(32)
+    scope = Scope(tenant="t", session="s")
+    async with MemoryStore.open(tmp_path, encoder=encoder, settings=QUIET) as store:
+        await store.create_scope(scope)
+        old = [f"stored before, text number {i}, long enough for two chunks" for i in range(3)]
+        for text in old:
+            await store.append(*make_segment(scope, text))
+        store._state.cache.clear()  # as in a new process: stored rows are found by a scan
+        scans: list[str] = []
+        table, vectors = store._state.chunks, store._vectors
+        scan = table.scan
+
+        async def gated(where: str, columns: list[str], **options: Any) -> Any:
+            if "content_hash" in where:
+                scans.append(where)
+                while len(scans) == 1 and len(vectors._lookups) < 5:
+                    await asyncio.sleep(0.001)  # the first scan waits for the others
+            return await scan(where, columns, **options)
+
+        table.scan = gated  # type: ignore[method-assign]
+        new = [f"a new text {i}, never stored, two chunks or more" for i in range(3)]
+        made = [make_segment(scope, text) for text in [*old, *new]]
+        results = await asyncio.wait_for(asyncio.gather(*(store.append(s, c) for s, c in made)), 10)
+        assert len(scans) == 2  # the first append's, then the five waiting meanwhile
+        for (segment, chunks), result in zip(made, results, strict=True):
+            is_new = segment.text in new
+            assert result.n_reused == (0 if is_new else len(chunks))
+            assert result.n_encoded == (len(chunks) if is_new else 0)
+            batch = await store.fetch(scope, [segment.id])
+            np.testing.assert_array_equal(batch.embeddings, encoder.encode(batch.texts).numpy())
