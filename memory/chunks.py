@@ -2,7 +2,8 @@
 
 Rows are written by group commit: appends waiting at the same moment go into LanceDB as
 one ``add`` (one new version, one fragment), so 50 concurrent writers make a handful of
-commits instead of 50 conflicting ones.
+commits instead of 50 conflicting ones. Reads of segments' rows are grouped the same way
+(:meth:`ChunkTable.rows_of`): concurrent sessions' fetches make one scan.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from lancedb.index import FTS, Bitmap, BTree, IvfPq
 
 from refrag_agent.errors import InvalidInput, StoreError
@@ -39,6 +41,7 @@ BITMAP_INDEXED = ("tenant_key", "encoder_key", "kind")
 _COMMIT_ATTEMPTS = 6
 _READ_ATTEMPTS = 4
 _REWRITE_BATCH = 65_536  # rows per commit when a fragment's rows are written again
+_GROUP_KEYS = 900  # segment keys of one grouped read, at most (as IN_BATCH in state.py)
 # Rows per IVF partition of the vector index. A query scans nprobes (LanceDB's default 20)
 # partitions and checks each row against the scope prefilter, so its cost follows this
 # size, not the table's: LanceDB's default (8,192) made a tenant-wide query at 1M rows
@@ -72,6 +75,20 @@ def chunk_schema(dim: int) -> pa.Schema:
             pa.field("created_at", utc, nullable=False),
         ]
     )
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One caller's read of some segments' rows (:meth:`ChunkTable.rows_of`)."""
+
+    session_key: str
+    seg_keys: list[str]
+    columns: tuple[str, ...]
+    future: asyncio.Future[pa.Table]
+
+
+def _future() -> asyncio.Future[pa.Table]:
+    return asyncio.get_running_loop().create_future()
 
 
 @dataclass(frozen=True)
@@ -197,6 +214,8 @@ class ChunkTable:
         self.on_commit: Callable[[int], None] | None = None
         self._waiting: list[tuple[pa.Table, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._reads: list[_Read] = []
+        self._reader: asyncio.Task[None] | None = None
         self._has_fts = False
         self._index_lock = asyncio.Lock()
         # Odd while an optimize runs; it moves on at its start and at its end (see _read).
@@ -409,6 +428,75 @@ class ChunkTable:
             return query.to_arrow()  # type: ignore[no-any-return]
 
         return await self._read("cannot read chunk rows from LanceDB", run)
+
+    async def rows_of(
+        self, session_key: str, seg_keys: Sequence[str], columns: Sequence[str]
+    ) -> pa.Table:
+        """``columns`` of the rows of some segments of one session, in no set order.
+
+        Reads waiting at the same moment (other sessions' fetches) go into one scan, each
+        caller's own part of the filter kept whole: ``(session = s AND segment IN (...))``
+        for each, joined by OR; each caller gets the rows of its own segment keys.
+        """
+        if len(seg_keys) > _GROUP_KEYS:  # too many for one filter: alone, in batches
+            where = keys.eq("session_key", session_key)
+            parts = [
+                await self.scan(
+                    keys.all_of(where, keys.isin("segment_key", seg_keys[i : i + _GROUP_KEYS])),
+                    list(columns),
+                )
+                for i in range(0, len(seg_keys), _GROUP_KEYS)
+            ]
+            return pa.concat_tables(parts)
+        read = _Read(session_key, list(seg_keys), tuple(columns), _future())
+        self._reads.append(read)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_together())
+        return await read.future
+
+    async def _read_together(self) -> None:
+        while self._reads:
+            # Yield once so that reads started in the same tick join this scan.
+            await asyncio.sleep(0)
+            waiting, self._reads = self._reads, []
+            groups: list[list[_Read]] = []
+            size: dict[tuple[str, ...], int] = {}
+            for read in waiting:
+                if read.future.done():  # its caller was cancelled
+                    continue
+                same = [g for g in groups if g[0].columns == read.columns]
+                if not same or size[read.columns] + len(read.seg_keys) > _GROUP_KEYS:
+                    groups.append([read])
+                    size[read.columns] = len(read.seg_keys)
+                else:
+                    same[-1].append(read)
+                    size[read.columns] += len(read.seg_keys)
+            for group in groups:
+                where = keys.any_of(
+                    *(
+                        keys.all_of(
+                            keys.eq("session_key", r.session_key),
+                            keys.isin("segment_key", r.seg_keys),
+                        )
+                        for r in group
+                    )
+                )
+                try:
+                    rows = await self.scan(where, list(group[0].columns))
+                except Exception as e:
+                    for r in group:
+                        if not r.future.done():
+                            r.future.set_exception(e)
+                    continue
+                except BaseException:  # the loop is closing: no caller waits forever
+                    for r in group:
+                        r.future.cancel()
+                    raise
+                column = rows.column("segment_key")
+                for r in group:
+                    if not r.future.done():
+                        mine = pc.is_in(column, value_set=pa.array(r.seg_keys, pa.string()))
+                        r.future.set_result(rows.filter(mine))
 
     async def count(self, where: str | None = None) -> int:
         rows = await self._read(

@@ -93,3 +93,7 @@ def in_fragments(fragments: Iterable[int]) -> str:
 
 def all_of(*clauses: str | None) -> str:
     return " AND ".join(f"({c})" for c in clauses if c)
+
+
+def any_of(*clauses: str) -> str:
+    return " OR ".join(f"({c})" for c in clauses) if clauses else "false"

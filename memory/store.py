@@ -51,7 +51,7 @@ from .records import AppendResult, ChunkBatch, MaintenanceReport, SearchHit, Sto
 from .search import Searcher, SearchMode
 from .segments import SegmentTable, digest
 from .settings import StoreSettings
-from .state import StoreState, in_batches, vector_matrix
+from .state import StoreState, vector_matrix
 from .validation import check_segment, check_text
 from .vectors import Vectors
 
@@ -424,18 +424,8 @@ class MemoryStore(AsyncClosing):
         found = sorted(seq_of, key=seq_of.__getitem__)
         if not found:
             return _empty_batch(state.encoder.dim, state.encoder.fingerprint)
-        tables = []
-        for batch in in_batches(found):
-            tables.append(
-                await state.chunks.scan(
-                    keys.all_of(
-                        keys.eq("session_key", keys.session_key(scope)),
-                        keys.isin("segment_key", batch),
-                    ),
-                    _FETCH_COLUMNS,
-                )
-            )
-        rows = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        # Read together with concurrent fetches (other sessions' calls): one scan.
+        rows = await state.chunks.rows_of(keys.session_key(scope), found, _FETCH_COLUMNS)
         seg_keys = rows.column("segment_key").to_pylist()
         index = rows.column("chunk_index").to_numpy()
         seqs = np.fromiter((seq_of[k] for k in seg_keys), dtype=np.int64, count=len(seg_keys))

@@ -1,4 +1,5 @@
-"""EncodingQueue: concurrent callers' texts share one encoder call, each gets its own rows."""
+"""Concurrent callers share work: encoder calls (EncodingQueue), lookups of stored
+embeddings and scans of chunk rows; each gets its own rows."""
 
 from __future__ import annotations
 
@@ -167,21 +168,70 @@ async def test_concurrent_appends_share_lookups_and_encodings(tmp_path: Path) ->
         table, vectors = store._state.chunks, store._vectors
         scan = table.scan
 
+        stored, asked = vectors._stored, []
+
+        async def asking(tenant_key: str, hashes: list[str]) -> Any:
+            asked.append(hashes)
+            return await stored(tenant_key, hashes)
+
         async def gated(where: str, columns: list[str], **options: Any) -> Any:
             if "content_hash" in where:
                 scans.append(where)
-                while len(scans) == 1 and len(vectors._lookups) < 5:
+                while len(scans) == 1 and len(asked) < 6:
                     await asyncio.sleep(0.001)  # the first scan waits for the others
             return await scan(where, columns, **options)
 
+        vectors._stored = asking  # type: ignore[method-assign]
         table.scan = gated  # type: ignore[method-assign]
         new = [f"a new text {i}, never stored, two chunks or more" for i in range(3)]
         made = [make_segment(scope, text) for text in [*old, *new]]
         results = await asyncio.wait_for(asyncio.gather(*(store.append(s, c) for s, c in made)), 10)
-        assert len(scans) == 2  # the first append's, then the five waiting meanwhile
+        assert len(scans) <= 2  # the first append's, then those waiting meanwhile
         for (segment, chunks), result in zip(made, results, strict=True):
             is_new = segment.text in new
             assert result.n_reused == (0 if is_new else len(chunks))
             assert result.n_encoded == (len(chunks) if is_new else 0)
             batch = await store.fetch(scope, [segment.id])
             np.testing.assert_array_equal(batch.embeddings, encoder.encode(batch.texts).numpy())
+
+
+async def test_concurrent_fetches_share_one_scan(tmp_path: Path) -> None:
+    encoder = HashEncoder(32)
+    async with MemoryStore.open(tmp_path, encoder=encoder, settings=QUIET) as store:
+        scopes = [Scope(tenant=f"t{i % 2}", session=f"s{i}") for i in range(5)]
+        ids: dict[Scope, list[str]] = {}
+        for i, scope in enumerate(scopes):
+            await store.create_scope(scope)
+            ids[scope] = []
+            for j in range(3):
+                segment, chunks = make_segment(scope, f"session {i}, segment {j}: " * (j + 1))
+                await store.append(segment, chunks)
+                ids[scope].append(segment.id)
+        alone = {scope: await store.fetch(scope, ids[scope][::-1]) for scope in scopes}
+        scans: list[str] = []
+        table = store._state.chunks
+        scan = table.scan
+
+        rows_of, asked = table.rows_of, []
+
+        async def asking(session_key: str, seg_keys: Any, columns: Any) -> Any:
+            asked.append(session_key)
+            return await rows_of(session_key, seg_keys, columns)
+
+        async def gated(where: str, columns: list[str], **options: Any) -> Any:
+            scans.append(where)
+            while len(scans) == 1 and len(asked) < len(scopes):
+                await asyncio.sleep(0.001)  # the first scan waits for the others
+            return await scan(where, columns, **options)
+
+        table.rows_of = asking  # type: ignore[method-assign]
+        table.scan = gated  # type: ignore[method-assign]
+        together = await asyncio.wait_for(
+            asyncio.gather(*(store.fetch(scope, ids[scope][::-1]) for scope in scopes)), 10
+        )
+        assert len(scans) <= 2  # the first fetch's, then those waiting meanwhile
+        for scope, batch in zip(scopes, together, strict=True):
+            assert batch.segment_ids == alone[scope].segment_ids
+            assert batch.texts == alone[scope].texts
+            assert batch.token_ids == alone[scope].token_ids
+            np.testing.assert_array_equal(batch.embeddings, alone[scope].embeddings)
