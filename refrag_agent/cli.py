@@ -66,7 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("prepare", help="convert the base decoder once into the local cache")
 
     train = sub.add_parser("train", help="train a preset's stages (docs/training.md)")
-    train.add_argument("--preset", default="tiny", help="tiny (bundled default), smoke, llama-gpu")
+    train.add_argument(
+        "--preset",
+        default="tiny",
+        help="smol (the embedded default's recipe), smol-gpu, tiny (from scratch; the "
+        "default here), smoke, llama-gpu",
+    )
     train.add_argument(
         "--stage",
         choices=["pretrain", "reconstruct", "cpt", "sft", "rl"],

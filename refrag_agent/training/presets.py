@@ -403,6 +403,7 @@ def _smol(scale: int = 1, name: str = "smol") -> Preset:
                 oracle_p=0.3,
                 full_p=0.2,
                 recon_p=0.25,
+                tools_p=0.35,
                 train_decoder=True,
                 checkpoint_every=40,
             ),
