@@ -2,9 +2,10 @@
 
     python examples/tool_loop.py
 
-The bundled model decides whether to call a tool. To show every step deterministically,
-this example first drives a session with a scripted engine (the test double that ships
-in ``refrag_agent.engines``), then asks the real model, on the same memory.
+The model decides whether to call a tool. To show every step deterministically, this
+example first drives a session with a scripted engine (the test double that ships in
+``refrag_agent.engines``), then asks the embedded default model in a new session: it
+calls ``lookup_order`` for order 12 and answers from the tool's output ("Thursday").
 """
 
 from __future__ import annotations
@@ -47,9 +48,14 @@ async def main() -> None:
             print(f"the second decoder call read {scripted.plans[-1].n_positions} positions")
 
         async with Agent.open(model, memory=folder) as agent:
-            chat = agent.session(tenant="shop", session="bob")
-            reply = await chat.respond("And order 12?", tools=[lookup_order], max_new_tokens=16)
-            print(f"real model: finish={reply.finish_reason}, calls={len(reply.tool_exchanges)}")
+            chat = agent.session(tenant="shop", session="alice")
+            question = "When does order 12 arrive?"
+            reply = await chat.respond(question, tools=[lookup_order], max_new_tokens=32)
+            print("real model, asked :", question)
+            for exchange in reply.tool_exchanges:
+                print("real model, call  :", exchange.call.text)
+                print("real model, output:", exchange.output.text)
+            print(f"real model, answer: {reply.text!r} (finish={reply.finish_reason})")
 
 
 if __name__ == "__main__":
