@@ -29,6 +29,7 @@ from refrag_agent.timeline import Chunk
 from . import keys
 from .compactor import Compactor
 from .encoding import FloatArray
+from .grouped import Grouped
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -83,12 +84,6 @@ class _Read:
 
     session_key: str
     seg_keys: list[str]
-    columns: tuple[str, ...]
-    future: asyncio.Future[pa.Table]
-
-
-def _future() -> asyncio.Future[pa.Table]:
-    return asyncio.get_running_loop().create_future()
 
 
 @dataclass(frozen=True)
@@ -214,8 +209,10 @@ class ChunkTable:
         self.on_commit: Callable[[int], None] | None = None
         self._waiting: list[tuple[pa.Table, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._reads: list[_Read] = []
-        self._reader: asyncio.Task[None] | None = None
+        # Reads of segments' rows waiting at the same moment, by columns: one scan.
+        self._reads: Grouped[tuple[str, ...], _Read, pa.Table] = Grouped(
+            self._read_together, size=lambda r: len(r.seg_keys), limit=_GROUP_KEYS
+        )
         self._has_fts = False
         self._index_lock = asyncio.Lock()
         # Odd while an optimize runs; it moves on at its start and at its end (see _read).
@@ -448,55 +445,23 @@ class ChunkTable:
                 for i in range(0, len(seg_keys), _GROUP_KEYS)
             ]
             return pa.concat_tables(parts)
-        read = _Read(session_key, list(seg_keys), tuple(columns), _future())
-        self._reads.append(read)
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_together())
-        return await read.future
+        return await self._reads.call(tuple(columns), _Read(session_key, list(seg_keys)))
 
-    async def _read_together(self) -> None:
-        while self._reads:
-            # Yield once so that reads started in the same tick join this scan.
-            await asyncio.sleep(0)
-            waiting, self._reads = self._reads, []
-            groups: list[list[_Read]] = []
-            size: dict[tuple[str, ...], int] = {}
-            for read in waiting:
-                if read.future.done():  # its caller was cancelled
-                    continue
-                same = [g for g in groups if g[0].columns == read.columns]
-                if not same or size[read.columns] + len(read.seg_keys) > _GROUP_KEYS:
-                    groups.append([read])
-                    size[read.columns] = len(read.seg_keys)
-                else:
-                    same[-1].append(read)
-                    size[read.columns] += len(read.seg_keys)
-            for group in groups:
-                where = keys.any_of(
-                    *(
-                        keys.all_of(
-                            keys.eq("session_key", r.session_key),
-                            keys.isin("segment_key", r.seg_keys),
-                        )
-                        for r in group
-                    )
+    async def _read_together(self, columns: tuple[str, ...], reads: list[_Read]) -> list[pa.Table]:
+        where = keys.any_of(
+            *(
+                keys.all_of(
+                    keys.eq("session_key", r.session_key), keys.isin("segment_key", r.seg_keys)
                 )
-                try:
-                    rows = await self.scan(where, list(group[0].columns))
-                except Exception as e:
-                    for r in group:
-                        if not r.future.done():
-                            r.future.set_exception(e)
-                    continue
-                except BaseException:  # the loop is closing: no caller waits forever
-                    for r in group:
-                        r.future.cancel()
-                    raise
-                column = rows.column("segment_key")
-                for r in group:
-                    if not r.future.done():
-                        mine = pc.is_in(column, value_set=pa.array(r.seg_keys, pa.string()))
-                        r.future.set_result(rows.filter(mine))
+                for r in reads
+            )
+        )
+        rows = await self.scan(where, list(columns))
+        column = rows.column("segment_key")
+        return [
+            rows.filter(pc.is_in(column, value_set=pa.array(r.seg_keys, pa.string())))
+            for r in reads
+        ]
 
     async def count(self, where: str | None = None) -> int:
         rows = await self._read(

@@ -3,7 +3,6 @@ re-encoded when another encoder wrote them (stale rows are never mixed in)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +14,7 @@ from refrag_agent.timeline import Chunk
 from . import keys
 from .chunks import chunk_schema
 from .encoding import FloatArray
+from .grouped import Grouped
 from .state import StoreState, in_batches, vector_matrix
 
 log = get_logger(__name__)
@@ -25,9 +25,8 @@ class Vectors:
 
     def __init__(self, state: StoreState) -> None:
         self.state = state
-        # Lookups of stored embeddings waiting for the next scan: (tenant key, hashes).
-        self._lookups: list[tuple[str, list[str], asyncio.Future[dict[str, FloatArray]]]] = []
-        self._looker: asyncio.Task[None] | None = None
+        # Lookups of stored embeddings waiting at the same moment: one scan per tenant.
+        self._lookups: Grouped[str, list[str], dict[str, FloatArray]] = Grouped(self._look_up)
 
     async def resolve(
         self,
@@ -68,38 +67,13 @@ class Vectors:
         """Embeddings the chunk table holds for some content hashes of a tenant (this
         encoder's). Lookups waiting at the same moment go into one scan per tenant, as
         chunk rows go into one commit (:meth:`ChunkTable.add`)."""
-        future: asyncio.Future[dict[str, FloatArray]] = asyncio.get_running_loop().create_future()
-        self._lookups.append((tenant_key, hashes, future))
-        if self._looker is None or self._looker.done():
-            self._looker = asyncio.create_task(self._look_up())
-        return await future
+        return await self._lookups.call(tenant_key, hashes)
 
-    async def _look_up(self) -> None:
-        while self._lookups:
-            # Yield once so that lookups started in the same tick join this scan.
-            await asyncio.sleep(0)
-            waiting, self._lookups = self._lookups, []
-            tenants: dict[str, list[tuple[list[str], asyncio.Future[dict[str, FloatArray]]]]]
-            tenants = {}
-            for tenant_key, hashes, future in waiting:
-                if not future.done():  # done: its caller was cancelled
-                    tenants.setdefault(tenant_key, []).append((hashes, future))
-            for tenant_key, callers in tenants.items():
-                wanted = sorted({h for hashes, _ in callers for h in hashes})
-                try:
-                    stored = await self._scan(tenant_key, wanted)
-                except Exception as e:
-                    for _, future in callers:
-                        if not future.done():
-                            future.set_exception(e)
-                    continue
-                except BaseException:  # the loop is closing: no caller waits forever
-                    for _, future in callers:
-                        future.cancel()
-                    raise
-                for hashes, future in callers:
-                    if not future.done():
-                        future.set_result({h: stored[h] for h in hashes if h in stored})
+    async def _look_up(
+        self, tenant_key: str, requests: list[list[str]]
+    ) -> list[dict[str, FloatArray]]:
+        stored = await self._scan(tenant_key, sorted({h for hashes in requests for h in hashes}))
+        return [{h: stored[h] for h in hashes if h in stored} for hashes in requests]
 
     async def _scan(self, tenant_key: str, hashes: Sequence[str]) -> dict[str, FloatArray]:
         state = self.state
