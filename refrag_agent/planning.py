@@ -21,7 +21,6 @@ import torch
 from refrag_agent.budget import Budget
 from refrag_agent.context import (
     capacity,
-    concat_batches,
     draft,
     fits,
     gather,
@@ -30,9 +29,9 @@ from refrag_agent.context import (
     place,
     positions,
     select,
-    stored_context,
 )
 from refrag_agent.context.build import Layout
+from refrag_agent.context.stored import concat_batches, stored_context
 from refrag_agent.context.window import frames
 from refrag_agent.errors import InvalidInput
 from refrag_agent.memory import ChunkBatch, MemoryStore

@@ -2,6 +2,8 @@
 
 Pure functions over segments, chunks and embeddings (no store, no model), shared by the
 SDK, the server, training and the benchmarks, so every prompt is built by the same code.
+Stored segments become its input through ``context.stored``, which needs the store and
+is imported from there (training and the pure layout code never load the store).
 """
 
 from refrag_agent.context.build import (
@@ -24,7 +26,6 @@ from refrag_agent.context.order import (
     pinned_ids,
     with_pairs,
 )
-from refrag_agent.context.stored import concat_batches, stored_context
 from refrag_agent.context.window import Gathered, capacity, fits, gather, positions, within_room
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
     "capacity",
     "check_placement",
     "chunk_features",
-    "concat_batches",
     "draft",
     "fits",
     "gather",
@@ -49,7 +49,6 @@ __all__ = [
     "positions",
     "select",
     "span",
-    "stored_context",
     "with_pairs",
     "within_room",
 ]

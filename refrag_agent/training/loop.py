@@ -13,6 +13,7 @@ Files under ``out_dir``::
     <stage>/checkpoint/          accelerate state (model, optimizer, scheduler, RNG) + state.json
     <stage>/model/               the stage's model (RefragModel checkpoint)
     <stage>/done.json            the stage's summary, written when it completes
+    <stage>/fitted.json          a stage sized by time: its probed seconds per step
 
 ``batch_size`` is per process: with N processes the global batch is N times larger, and
 each process draws its own examples.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ from refrag_agent.training.build import (
     save_model,
 )
 from refrag_agent.training.data import Split
-from refrag_agent.training.presets import STAGES, Preset, StageName, get_preset
+from refrag_agent.training.presets import STAGES, Preset, StageConfig, StageName, get_preset
 from refrag_agent.training.rl import train_rl
 from refrag_agent.training.stages import (
     RefragLM,
@@ -54,6 +56,7 @@ from refrag_agent.training.stages import (
     set_trainable,
     stage_examples,
 )
+from refrag_agent.training.timing import chunk_counts, fit_to_seconds
 
 log = get_logger(__name__)
 
@@ -62,6 +65,7 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 DONE_FILE = "done.json"
+FIT_FILE = "fitted.json"  # a stage with ``seconds``: the probed step time per chunk count
 EVAL_BATCHES = 4  # the fixed held-out set: this many batches at the stage's largest chunk count
 
 
@@ -213,13 +217,7 @@ def train_stage(
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
-    total = config.total_steps
-    scheduler = LambdaLR(
-        optimizer, cosine_with_warmup(total, config.warmup_frac, config.min_lr_frac)
-    )
     module, optimizer = accelerator.prepare(module, optimizer)
-    # Not prepared: accelerate would step it once per process per step.
-    accelerator.register_for_checkpointing(scheduler)
     cache = None if config.train_encoder else VectorCache(model.encoder)
 
     def batch_at(step: int, split: Split, n_chunks: int | None = None) -> TrainBatch:
@@ -247,6 +245,28 @@ def train_stage(
                 for i in range(EVAL_BATCHES)
             ]
             return sum(losses) / len(losses)
+
+    def probe(n_chunks: int) -> float:
+        # One step's forward and backward at n_chunks, weights untouched; the second of two
+        # runs is timed (the first warms kernels and allocations up).
+        seconds = 0.0
+        for _ in range(2):
+            t0 = time.perf_counter()
+            accelerator.backward(module(batch_at(0, "train", n_chunks)))
+            if accelerator.device.type == "cuda":
+                torch.cuda.synchronize(accelerator.device)
+            seconds = time.perf_counter() - t0
+            optimizer.zero_grad(set_to_none=True)
+        return seconds
+
+    if config.seconds is not None:
+        config = _fitted(config, stage_dir, accelerator, resume=resume, probe=probe)
+    total = config.total_steps
+    scheduler = LambdaLR(
+        optimizer, cosine_with_warmup(total, config.warmup_frac, config.min_lr_frac)
+    )
+    # Not prepared: accelerate would step it once per process per step.
+    accelerator.register_for_checkpointing(scheduler)
 
     start, before = 0, None
     if resume and (ckpt / STATE_FILE).is_file():
@@ -329,6 +349,39 @@ def train_stage(
             done.write_text(json.dumps(result, indent=1))
     accelerator.wait_for_everyone()
     return result
+
+
+def _fitted(
+    config: StageConfig,
+    stage_dir: Path,
+    accelerator: Accelerator,
+    *,
+    resume: bool,
+    probe: Callable[[int], float],
+) -> StageConfig:
+    """``config`` scaled to its ``seconds`` (training/timing.py) from probed step times;
+    the times are recorded in ``FIT_FILE`` and reused on resume, so the schedule is kept."""
+    path = stage_dir / FIT_FILE
+    if resume and path.is_file():
+        times = {int(n): float(t) for n, t in json.loads(path.read_text()).items()}
+    else:
+        counts = chunk_counts(config)
+        measured = torch.tensor([probe(n) for n in counts], device=accelerator.device)
+        # Every process must run the same steps: the slowest process's times decide.
+        slowest = accelerator.gather(measured[None]).amax(0).tolist()
+        times = dict(zip(counts, slowest, strict=True))
+        if accelerator.is_main_process:
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(times, indent=1))
+    fitted = fit_to_seconds(config, times)
+    log.info(
+        "train.fitted",
+        stage=config.name,
+        seconds=config.seconds,
+        steps=fitted.total_steps,
+        step_seconds={n: round(t, 4) for n, t in times.items()},
+    )
+    return fitted
 
 
 def _checkpoint(accelerator: Accelerator, ckpt: Path, step: int, before: float) -> None:

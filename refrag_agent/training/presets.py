@@ -86,10 +86,15 @@ class StageConfig:
     log_every: int = 1
     rl_p: float = 0.1  # rl: expansion fraction of the budget
     rl_group_size: int = 4
+    # Wall-clock budget: the loop times one step per chunk count and scales the steps
+    # (every curriculum stage alike) to fit it (training/timing.py). Not for rl.
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise InvalidInput("steps, batch_size and lr must be positive", stage=self.name)
+        if self.seconds is not None and (self.seconds <= 0 or self.name == "rl"):
+            raise InvalidInput("seconds must be positive, and not set on rl", stage=self.name)
         fractions = (self.expand_p, self.oracle_p, self.full_p, self.recon_p, self.tools_p)
         if not 0 <= self.warmup_frac < 1 or not all(0 <= f <= 1 for f in fractions):
             raise InvalidInput(
@@ -415,12 +420,51 @@ def _smol(scale: int = 1, name: str = "smol") -> Preset:
 
 
 def _smol_gpu() -> Preset:
-    # One H200, about 10 minutes: the CPU recipe's stages with 10x the steps and batches 4x.
-    cpu = _smol(scale=10, name="smol-gpu")
-    stages = tuple(replace(s, batch_size=s.batch_size * 4) for s in cpu.stages)
+    # One H200, about 10 minutes in all: the smol recipe with every training stage sized by
+    # wall-clock time (training/timing.py), so it fits whatever the card's step time is.
+    # Batches 8-16x the CPU recipe's, curricula to 16 chunks (reconstruction), 32 (cpt) and
+    # 64 (the long tail of sft); the curriculum step counts below fix only their shapes.
+    cpu = _smol(name="smol-gpu")
+    sft = cpu.stage("sft")
+    stages = (
+        StageConfig(
+            "reconstruct",
+            curriculum=geometric_curriculum(
+                max_chunks=16, n_stages=5, first_steps=100, last_steps=300
+            ),
+            lr=1e-3,
+            batch_size=64,
+            train_decoder=True,
+            checkpoint_every=100_000,  # the run is short: the stage's end checkpoints it
+            seconds=100.0,
+        ),
+        StageConfig(
+            "cpt",
+            curriculum=geometric_curriculum(
+                max_chunks=32, n_stages=4, first_steps=100, last_steps=200
+            ),
+            lr=5e-4,
+            batch_size=32,
+            target_tokens=64,
+            train_decoder=True,
+            checkpoint_every=100_000,
+            seconds=60.0,
+        ),
+        replace(
+            sft,
+            curriculum=_with_long_tail(
+                geometric_curriculum(max_chunks=16, n_stages=4, first_steps=100, last_steps=200),
+                150,
+            ),
+            batch_size=32,
+            checkpoint_every=100_000,
+            seconds=150.0,
+        ),
+        StageConfig("rl", steps=200, lr=3e-4, batch_size=4, rl_group_size=8, checkpoint_every=50),
+    )
     return replace(
         cpu,
-        description="the smol recipe sized for one H200 (~10 minutes): 10x steps, 4x batches",
+        description="the smol recipe sized for one H200 (~10 minutes): stages sized by time",
         mixed_precision="bf16",
         stages=stages,
     )

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refrag_agent.budget import Budget
-from refrag_agent.context import draft, gather, place, select, stored_context
+from refrag_agent.context import draft, gather, place, select
+from refrag_agent.context.stored import stored_context
 from refrag_agent.memory import ChunkBatch
 from refrag_agent.model.tokenizer import TiktokenTokenizer
 from refrag_agent.policies import make_policy
