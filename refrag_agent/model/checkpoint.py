@@ -350,7 +350,8 @@ def upgrade_checkpoint(
             path=str(root / POLICY_DIR),
             fix="pass load_policy=refrag_agent.policies.load_policy",
         )
-    parts = read_checkpoint(root, load_policy=load_policy, verify=False)
+    # The adapter kept apart (not merged), so its own fingerprint is written too.
+    parts = read_checkpoint(root, load_policy=load_policy, verify=False, merge_adapter=False)
     config = dataclasses.replace(parts.config, fingerprints=_records(parts))
     (root / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
     return config
