@@ -196,7 +196,7 @@ def train_stage(
             fix="pass resume=True (--resume) to continue it, or use a new out_dir",
         )
     config = preset.stage(name)
-    accelerator = Accelerator(mixed_precision=preset.mixed_precision)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision or preset.mixed_precision)
     model = initial_model(preset, name, out_dir, data.tokenizer, init_from=init_from)
     if name == "rl":
         rl_result = train_rl(
@@ -286,14 +286,20 @@ def train_stage(
         desc=name,
         disable=not (progress and accelerator.is_main_process),
     )
-    started, cpu_started, losses = time.perf_counter(), time.process_time(), []
+    started, cpu_started, losses, skipped = time.perf_counter(), time.process_time(), [], 0
     for step in bar:
         t0, c0 = time.perf_counter(), time.process_time()
         batch = batch_at(step, "train")
         loss = module(batch)
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
+        if math.isfinite(float(grad_norm)):
+            optimizer.step()
+        else:
+            # One overflowing batch (bf16) must not turn every weight into NaN: the step is
+            # skipped (the norm is global, so every process skips it) and the schedule goes on.
+            skipped += 1
+            log.warning("train.skipped_step", stage=name, step=step, grad_norm=float(grad_norm))
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -334,6 +340,7 @@ def train_stage(
         "fixed_loss_after": round(after, 4),
         "train_loss_first": round(losses[0], 4) if losses else None,
         "train_loss_last": round(losses[-1], 4) if losses else None,
+        "skipped_steps": skipped,
         "trained": [
             p for p in ("decoder", "projector", "encoder") if getattr(config, f"train_{p}")
         ],
