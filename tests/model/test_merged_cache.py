@@ -24,6 +24,8 @@ from structlog.testing import LogCapture
 from refrag_agent.errors import ModelError
 from refrag_agent.model.adapter import LoraSpec, adapter_fingerprint, add_lora, is_adapted
 from refrag_agent.model.base_decoder import CONVERSION_FILE, SMOLLM2
+from refrag_agent.model.checkpoint import upgrade_checkpoint
+from refrag_agent.model.config import CONFIG_FILE
 from refrag_agent.model.decoder import decoder_fingerprint, load_decoder
 from refrag_agent.model.encoder import ChunkEncoder
 from refrag_agent.model.merged_cache import (
@@ -196,6 +198,16 @@ def test_the_files_fingerprint_is_the_loaded_adapters(
     model = _load(checkpoint, minilm, merge_adapter=False)
     found = adapter_files_fingerprint(checkpoint / "adapter")
     assert found == adapter_fingerprint(model.decoder)
+
+
+def test_upgrading_an_adapted_checkpoint_keeps_its_adapter_fingerprint(
+    checkpoint: Path, minilm: ChunkEncoder
+) -> None:
+    recorded = json.loads((checkpoint / CONFIG_FILE).read_text())["fingerprints"]
+    upgraded = upgrade_checkpoint(checkpoint).fingerprints
+    assert upgraded["adapter"] == recorded["adapter"]
+    assert sorted(upgraded) == sorted(recorded)
+    _load(checkpoint, minilm)  # and it loads, its adapter checked against the record
 
 
 CHILD = """
