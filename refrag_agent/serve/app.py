@@ -16,10 +16,11 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -39,13 +40,20 @@ from refrag_agent.engines.scheduler import (
 from refrag_agent.errors import RefragError
 from refrag_agent.logs import get_logger
 from refrag_agent.memory import MemoryStore
+from refrag_agent.memory.encoding import EncodingQueue
 from refrag_agent.model.generation import Generation, TokenEvent
 from refrag_agent.model.refrag import RefragModel
 from refrag_agent.serve.auth import ApiKey, api_keys, authenticate
 from refrag_agent.serve.body import load_json, read_body
 from refrag_agent.serve.errors import ApiError
 from refrag_agent.serve.limits import ServeLimits
-from refrag_agent.serve.requests import ChatRequest, Prepared, build_plan, fetch_segments
+from refrag_agent.serve.requests import (
+    ChatRequest,
+    Encode,
+    Prepared,
+    build_plan,
+    fetch_segments,
+)
 
 log = get_logger(__name__)
 
@@ -81,6 +89,7 @@ class RefragServer:
         self.api_keys = api_keys(api_key)
         self.memory = memory
         self.budget = budget or Budget()
+        self.encoding = EncodingQueue(model.encoder)  # concurrent requests' texts, encoded together
         self.scheduler = Scheduler(
             model,
             BatchLimits(
@@ -147,6 +156,7 @@ class RefragServer:
             fetched=fetched,
             limits=self.limits,
             budget=self.budget,
+            encode=self._shared_encode(asyncio.get_running_loop()),
         )
         ticket = self.scheduler.submit(
             prepared.plan, prepared.params, started=started, ignore_eos=chat.ignore_eos
@@ -163,6 +173,16 @@ class RefragServer:
         if generation is None:
             return Response(status_code=499)  # the client left; nobody reads this
         return JSONResponse(reply.completion(generation))
+
+    def _shared_encode(self, loop: asyncio.AbstractEventLoop) -> Encode:
+        """An ``encode`` for a request's planning thread: its texts join the queue of
+        concurrent requests' texts, encoded in one encoder call (memory's EncodingQueue)."""
+
+        def encode(texts: Sequence[str]) -> torch.Tensor:
+            rows = asyncio.run_coroutine_threadsafe(self.encoding.encode(texts), loop)
+            return torch.from_numpy(rows.result())
+
+        return encode
 
     def _authorize(self, request: Request) -> ApiKey | None:
         """The request's key (None when the server needs none); 401 without a valid one."""

@@ -44,7 +44,7 @@ offered) makes the answer start with the call marker.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
@@ -100,6 +100,7 @@ LAST_TURNS = 2  # user/assistant messages that stay tokens, as the SDK's pin_las
 # keeps only the top token unless it is less likely than that, so below it decoding is
 # greedy.
 GREEDY_BELOW = 1e-5
+Encode = Callable[[Sequence[str]], torch.Tensor]  # texts -> (n, encoder width) float32 rows
 # The scope a request's own messages are seen in by the pinning rule; nothing is stored.
 _REQUEST = Scope(tenant="request", session="request")
 
@@ -412,13 +413,17 @@ def build_plan(
     fetched: Mapping[tuple[int, int], ChunkBatch],
     limits: ServeLimits,
     budget: Budget,
+    encode: Encode | None = None,
 ) -> Prepared:
     """The plan and sampling of a request (blocking: tokenizes, encodes, runs the policy).
 
     ``budget`` is the server's default, spent when the request names none. The answer's
     room (``max_tokens``, else the server's limit as far as the decoder allows) is kept
-    first; the budget expands chunks only into the positions left after that.
+    first; the budget expands chunks only into the positions left after that. ``encode``
+    turns texts into encoder rows (default: the model's encoder, called alone; the app
+    passes one that shares encoder calls between concurrent requests).
     """
+    encode = encode or model.encode
     template = model.template
     max_positions = model.shape.max_positions
     if chat.refrag is not None and chat.refrag.plan is not None:
@@ -444,7 +449,7 @@ def build_plan(
         prefix=tools_preamble(tools, template) if tools else "",
         suffix=template.generation_prompt + (template.tool_call if forced else ""),
     )
-    table = context.table(model, pinned=False)
+    table = context.table(encode, pinned=False)
     least = place(d, ()).plan(table)  # the pins as tokens, every other chunk compressed
     params = chat.sampling(
         room=max_positions - least.n_positions,
@@ -468,11 +473,11 @@ def build_plan(
     if not spend.total_allowance(expandable):  # nothing to choose: the pins alone
         alone = place(d, (), leave_out=True).plan(table) if leave_out else least
         return Prepared(alone, params, tools, forced, template)
-    table = context.table(model, pinned=True)
+    table = context.table(encode, pinned=True)
     name = options.policy or ("learned" if model.policy is not None else "similarity")
     asked = _query(chat)
     query = "" if asked is None else chat.messages[asked].text()
-    vector = model.encode([query])[0] if query else torch.zeros(table.shape[1])
+    vector = encode([query])[0] if query else torch.zeros(table.shape[1])
     choice = select(d, make_policy(name, network=model.policy), table, vector, spend)
     return Prepared(
         place(d, choice, leave_out=leave_out).plan(table), params, tools, forced, template
@@ -488,7 +493,7 @@ class _Context:
     given: list[torch.Tensor | None]
     width: int
 
-    def table(self, model: RefragModel, *, pinned: bool) -> torch.Tensor:
+    def table(self, encode: Encode, *, pinned: bool) -> torch.Tensor:
         """``(n_chunks, width)``, one row per chunk in draft order. Pinned chunks always go
         in as tokens, so only a policy reads their rows: zeros unless ``pinned``."""
         todo = [
@@ -497,7 +502,7 @@ class _Context:
             if t is None and s.chunks and (pinned or not s.pinned)
         ]
         texts = [c.text for i in todo for c in self.segments[i].chunks]
-        vectors = model.encode(texts) if texts else torch.empty(0, self.width)  # (n, width)
+        vectors = encode(texts) if texts else torch.empty(0, self.width)  # (n, width)
         at = 0
         for i in todo:  # kept: a second call encodes only what the first left out
             n = len(self.segments[i].chunks)
