@@ -426,7 +426,7 @@ def _smol_gpu() -> Preset:
     # Batches 8-16x the CPU recipe's, curricula to 16 chunks (reconstruction), 32 (cpt) and
     # 64 (the long tail of sft); the curriculum step counts below fix only their shapes.
     # The shipped weights' run (docs/training.md): 369 + 321 + 104 steps, 134 + 105 + 109 s.
-    # Its rl stage is the CPU recipe's (run on the CPU after the GPU stages).
+    # Its rl stage did not run there (the lease ran out); the model was not shipped.
     cpu = _smol(name="smol-gpu")
     sft = cpu.stage("sft")
     stages = (
