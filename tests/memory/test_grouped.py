@@ -48,6 +48,21 @@ async def _queued(queue: EncodingQueue, n: int) -> None:
     raise AssertionError(f"{len(queue._waiting)} requests queued, not {n}")
 
 
+Task = asyncio.Task[Any]
+
+
+async def _behind_a_call(
+    queue: EncodingQueue, encoder: GatedEncoder, first: str, *queued: str
+) -> tuple[Task, list[Task]]:
+    """A call of ``first`` under way (held at the gate), and one request per ``queued``
+    text waiting behind it."""
+    running = asyncio.create_task(queue.encode([first]))
+    await asyncio.to_thread(encoder.entered.wait, 10)
+    waiting = [asyncio.create_task(queue.encode([t])) for t in queued]
+    await _queued(queue, len(queued))
+    return running, waiting
+
+
 async def test_waiting_callers_share_one_call_and_get_their_own_rows() -> None:
     encoder = GatedEncoder()
     queue = EncodingQueue(encoder)
@@ -84,11 +99,7 @@ async def test_a_call_takes_at_most_max_texts_unless_one_request_is_larger() -> 
 async def test_a_cancelled_caller_is_left_out_and_the_others_answered() -> None:
     encoder = GatedEncoder()
     queue = EncodingQueue(encoder)
-    running = asyncio.create_task(queue.encode(["running"]))
-    await asyncio.to_thread(encoder.entered.wait, 10)
-    gone = asyncio.create_task(queue.encode(["gone"]))
-    kept = asyncio.create_task(queue.encode(["kept"]))
-    await _queued(queue, 2)
+    running, (gone, kept) = await _behind_a_call(queue, encoder, "running", "gone", "kept")
     gone.cancel()
     running.cancel()  # its call is under way: its rows are dropped
     encoder.gate.set()
@@ -104,11 +115,7 @@ async def test_a_cancelled_caller_is_left_out_and_the_others_answered() -> None:
 async def test_a_failing_text_fails_only_its_caller() -> None:
     encoder = GatedEncoder()
     queue = EncodingQueue(encoder)
-    first = asyncio.create_task(queue.encode(["first"]))
-    await asyncio.to_thread(encoder.entered.wait, 10)
-    good = asyncio.create_task(queue.encode(["good"]))
-    bad = asyncio.create_task(queue.encode(["bad"]))
-    await _queued(queue, 2)
+    first, (good, bad) = await _behind_a_call(queue, encoder, "first", "good", "bad")
     encoder.gate.set()
     await first
     assert (await good).shape == (1, 16)
